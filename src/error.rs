@@ -1,0 +1,68 @@
+//! The error type returned by [`Builder::try_init`](crate::Builder::try_init) and friends.
+
+use std::fmt;
+
+/// Why pglog could not be set up.
+///
+/// Only a bad configuration value, a global logger that is already set, or (when the
+/// user asked for it with [`Builder::require_database`](crate::Builder::require_database))
+/// an unusable database are errors. Everything that goes wrong later is handled inside
+/// the logger: events go to stderr and the logger keeps trying.
+///
+/// Messages never contain a password.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is unusable; `key` names the setting to change.
+    InvalidConfig {
+        /// The setting at fault, e.g. `dsn` or `table`.
+        key: &'static str,
+        /// What is wrong with it and what would be accepted.
+        reason: String,
+    },
+    /// A global logger was already installed (by pglog or another crate).
+    AlreadyInitialized(log::SetLoggerError),
+    /// The database could not be used at startup and
+    /// [`Builder::require_database`](crate::Builder::require_database) was set.
+    DatabaseUnavailable(String),
+}
+
+impl Error {
+    pub(crate) fn config(key: &'static str, reason: impl Into<String>) -> Error {
+        Error::InvalidConfig {
+            key,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidConfig { key, reason } => {
+                write!(f, "invalid pglog setting `{key}`: {reason}")
+            }
+            Error::AlreadyInitialized(_) => f.write_str(
+                "a global logger is already installed; use Builder::build to compose loggers",
+            ),
+            Error::DatabaseUnavailable(why) => {
+                write!(f, "database required at startup but unusable: {why}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::AlreadyInitialized(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<log::SetLoggerError> for Error {
+    fn from(e: log::SetLoggerError) -> Error {
+        Error::AlreadyInitialized(e)
+    }
+}

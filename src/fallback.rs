@@ -1,0 +1,144 @@
+//! Everything pglog writes to stderr: events it could not store, and its own notices.
+//!
+//! [`write_line`] is the only place that touches stderr. It never panics, not even when
+//! stderr is closed, and writes each line with one call so that lines from several
+//! threads do not interleave.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::render::Row;
+
+/// Writes an event that could not be stored, as one readable line:
+/// `<UTC time> <LEVEL> <target>: <message> <key-values as JSON>`.
+///
+/// The JSON carries `func`, `scope` and every `data` key, so that the line holds all a
+/// row would have held.
+pub(crate) fn event(row: &Row) {
+    write_line(&format_event(row));
+}
+
+pub(crate) fn format_event(row: &Row) -> String {
+    let mut fields = row.data.clone();
+    if let Some(func) = &row.func {
+        fields.insert("func".to_owned(), func.as_str().into());
+    }
+    if let Some(scope) = &row.scope {
+        fields.insert("scope".to_owned(), scope.as_str().into());
+    }
+    let target = ["target", "code_module"]
+        .iter()
+        .find_map(|k| row.data.get(*k).and_then(|v| v.as_str()))
+        .unwrap_or("-");
+    let mut line = String::with_capacity(row.event.len() + 128);
+    let _ = write!(
+        line,
+        "{} {:<7} {target}: {} {}",
+        row.timestamp.format("%Y-%m-%dT%H:%M:%S%.6fZ"),
+        row.level_word().to_uppercase(),
+        row.event,
+        serde_json::Value::Object(fields)
+    );
+    line
+}
+
+/// Writes one of pglog's own notices: `pglog: <message>`.
+pub(crate) fn notice(message: &str) {
+    write_line(&format!("pglog: {message}"));
+}
+
+/// Lets through one notice per interval, so that a dead database cannot print a notice
+/// per event. The first call always passes.
+#[derive(Debug)]
+pub(crate) struct RateLimit {
+    interval: Duration,
+    /// Milliseconds since [`epoch`] of the last notice that passed, plus one (0: never).
+    last: AtomicU64,
+}
+
+impl RateLimit {
+    pub const fn new(interval: Duration) -> RateLimit {
+        RateLimit {
+            interval,
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// Writes `message()` as a notice unless one passed less than an interval ago.
+    pub fn notice(&self, message: impl FnOnce() -> String) {
+        if self.allow() {
+            notice(&message());
+        }
+    }
+
+    fn allow(&self) -> bool {
+        let now = epoch().elapsed().as_millis() as u64 + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        let interval = self.interval.as_millis() as u64;
+        if last != 0 && now.saturating_sub(last) < interval {
+            return false;
+        }
+        self.last
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// The one function that writes to stderr.
+fn write_line(line: &str) {
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+    // Nothing useful can be done if stderr is gone; the event was counted as sent here.
+    let _ = std::io::stderr().lock().write_all(&buf);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::render;
+    use chrono::TimeZone;
+    use log::kv::ToValue;
+
+    #[test]
+    fn event_line_is_readable_and_complete() {
+        let kvs = [("user_id", 42.to_value()), ("func", "login".to_value())];
+        let record = log::Record::builder()
+            .args(format_args!("user logged in"))
+            .level(log::Level::Warn)
+            .target("app::auth")
+            .module_path_static(Some("app::auth"))
+            .line(Some(3))
+            .key_values(&kvs)
+            .build();
+        let at = chrono::Utc.with_ymd_and_hms(2026, 11, 21, 1, 2, 3).unwrap();
+        let line = format_event(&render(&record, at));
+        assert!(
+            line.starts_with("2026-11-21T01:02:03.000000Z WARNING app::auth: user logged in {"),
+            "{line}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&line[line.find('{').unwrap()..]).unwrap();
+        assert_eq!(json["user_id"], 42);
+        assert_eq!(json["func"], "login");
+        assert_eq!(json["code_lineno"], 3);
+    }
+
+    #[test]
+    fn rate_limit_lets_the_first_through_then_waits() {
+        let limit = RateLimit::new(Duration::from_secs(3600));
+        assert!(limit.allow());
+        assert!(!limit.allow());
+        let open = RateLimit::new(Duration::ZERO);
+        assert!(open.allow());
+        assert!(open.allow());
+    }
+}

@@ -1,0 +1,54 @@
+//! The guard a program keeps for as long as it logs.
+
+use std::sync::Arc;
+
+use crate::logger::Core;
+use crate::stats::Stats;
+
+/// Keeps pglog's pending work alive; dropping it flushes.
+///
+/// [`log::set_boxed_logger`] leaks the logger, so nothing would flush at exit without
+/// this guard: keep it in `main` until the program ends.
+///
+/// # Examples
+///
+/// ```no_run
+/// let guard = pglog::Builder::new().dsn("host=/var/run/postgresql dbname=ops").try_init()?;
+/// log::info!(job = "nightly"; "started");
+/// println!("{} events stored", guard.stats().written);
+/// # Ok::<(), pglog::Error>(())
+/// ```
+#[must_use = "dropping the guard at once flushes and stops pglog's background work; keep it until the program ends"]
+pub struct Guard {
+    core: Arc<Core>,
+}
+
+impl Guard {
+    pub(crate) fn new(core: Arc<Core>) -> Guard {
+        Guard { core }
+    }
+
+    /// Returns when every event logged before the call is in the table or on stderr.
+    pub fn flush(&self) {
+        self.core.sink.flush();
+    }
+
+    /// Where events went so far, and whether the database is reachable now.
+    pub fn stats(&self) -> Stats {
+        self.core.stats()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}

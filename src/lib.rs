@@ -1,0 +1,51 @@
+//! PostgreSQL as the backend of the [`log`] facade: every record becomes a row, with the
+//! message, level and time in columns and every key-value, typed, in a JSONB column.
+//!
+//! # How to use
+//!
+//! ```no_run
+//! fn main() -> Result<(), pglog::Error> {
+//!     let _guard = pglog::Builder::new()
+//!         .dsn("postgresql://app@db.internal/ops")
+//!         .level(log::LevelFilter::Info)
+//!         .try_init()?;
+//!     log::info!(user_id = 42, admin = false; "user logged in");
+//!     Ok(()) // dropping the guard flushes
+//! }
+//! ```
+//!
+//! Each event is one row of a table shaped like stogger-postgres's (the Python logger), so
+//! Python and Rust programs can share it:
+//!
+//! | column | from the record |
+//! |---|---|
+//! | `timestamp` | the time of the log call, UTC, microseconds |
+//! | `level` | `error`, `warning`, `info`, `debug` or `trace` |
+//! | `event` | the formatted message |
+//! | `func`, `scope` | the key-values `func` and `scope` |
+//! | `data` | every other key-value with its JSON type, `code_module`, `code_file`, `code_lineno`, `pid`, and `target` when it is not the module path |
+//!
+//! # When the database is away
+//!
+//! Logging never crashes, hangs or silently loses an event. An unreachable database at
+//! startup is not an error: pglog says so once on stderr, writes events there as readable
+//! lines, and resumes writing rows by itself when the database is back. Every wait
+//! (connecting, waiting for a pooled session, each statement) is bounded.
+
+mod builder;
+mod dsn;
+mod error;
+mod fallback;
+mod guard;
+mod logger;
+mod render;
+mod schema;
+mod sink;
+mod stats;
+
+pub use builder::{init, Builder, DEFAULT_TABLE};
+pub use error::Error;
+pub use guard::Guard;
+pub use log;
+pub use logger::Logger;
+pub use stats::Stats;

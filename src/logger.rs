@@ -1,0 +1,184 @@
+//! The [`log::Log`] implementation: filter, guard against re-entry, render, dispatch.
+
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use chrono::Utc;
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+use crate::fallback::{self, RateLimit};
+use crate::render::{render, Row};
+use crate::sink::Sink;
+use crate::stats::{Counters, Stats};
+
+/// Crates whose records describe pglog's own database traffic. Storing them would need
+/// the very connection they are about, so they never reach the table (see [`Logger`]).
+const DRIVER_TARGETS: [&str; 3] = ["tokio_postgres", "postgres", "r2d2"];
+
+thread_local! {
+    /// Set while this thread is inside a sink, so records emitted meanwhile (by the
+    /// driver, or by a `Display` impl that logs) cannot recurse into the writer.
+    static WRITING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// State shared by the logger and its guard.
+pub(crate) struct Core {
+    pub sink: Sink,
+    pub counters: Arc<Counters>,
+    pub panic_notice: RateLimit,
+}
+
+impl Core {
+    pub fn stats(&self) -> Stats {
+        self.counters
+            .snapshot(self.sink.queue_depth(), self.sink.database_reachable())
+    }
+}
+
+/// A logger that writes each record as a row of a PostgreSQL table.
+///
+/// Made by [`Builder::build`](crate::Builder::build) to compose with other loggers, or
+/// installed globally by [`Builder::try_init`](crate::Builder::try_init).
+///
+/// Records from the database driver and pool (targets `postgres`, `tokio_postgres`,
+/// `r2d2` and their modules), and records emitted on a thread while pglog is writing on
+/// it, are never written to the table: at `warn` and above they go to stderr, below that
+/// they are discarded. This keeps the logger from recursing into itself or deadlocking
+/// when every target is enabled at `trace`.
+pub struct Logger {
+    filter: env_filter::Filter,
+    core: Arc<Core>,
+}
+
+impl Logger {
+    pub(crate) fn new(filter: env_filter::Filter, core: Arc<Core>) -> Logger {
+        Logger { filter, core }
+    }
+
+    /// The most verbose level any record can pass at; give it to
+    /// [`log::set_max_level`] when installing this logger yourself.
+    pub fn filter(&self) -> LevelFilter {
+        self.filter.filter()
+    }
+
+    /// Where events went so far; see [`Guard::stats`](crate::Guard::stats).
+    pub fn stats(&self) -> Stats {
+        self.core.stats()
+    }
+
+    fn side_channel(&self, record: &Record<'_>) {
+        if record.level() <= Level::Warn {
+            let row = render(record, Utc::now());
+            self.to_fallback(&row);
+        }
+    }
+
+    fn to_fallback(&self, row: &Row) {
+        Counters::add(&self.core.counters.fallback, 1);
+        fallback::event(row);
+    }
+}
+
+impl std::fmt::Debug for Logger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Logger")
+            .field("filter", &self.filter)
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_driver(target: &str) -> bool {
+    DRIVER_TARGETS.iter().any(|krate| {
+        target
+            .strip_prefix(krate)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
+}
+
+/// Marks this thread as writing until dropped, also when unwinding.
+struct Writing;
+
+impl Writing {
+    fn enter() -> Writing {
+        WRITING.with(|w| w.set(true));
+        Writing
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        WRITING.with(|w| w.set(false));
+    }
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        self.filter.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.filter.matches(record) {
+            return;
+        }
+        let now = Utc::now();
+        if is_driver(record.target()) || WRITING.with(Cell::get) {
+            self.side_channel(record);
+            return;
+        }
+        let _writing = Writing::enter();
+        // Formatting runs user code (Display impls) that may panic; a log call must not.
+        let row = match catch_unwind(AssertUnwindSafe(|| render(record, now))) {
+            Ok(row) => row,
+            Err(_) => {
+                self.core.panic_notice.notice(|| {
+                    format!(
+                        "a value logged at {}:{} panicked while being formatted; the event was written to stderr without it",
+                        record.file().unwrap_or("?"),
+                        record.line().unwrap_or(0)
+                    )
+                });
+                let placeholder = Record::builder()
+                    .args(format_args!(
+                        "<message not formatted: a logged value panicked>"
+                    ))
+                    .level(record.level())
+                    .target(record.target())
+                    .module_path(record.module_path())
+                    .file(record.file())
+                    .line(record.line())
+                    .build();
+                self.to_fallback(&render(&placeholder, now));
+                return;
+            }
+        };
+        if catch_unwind(AssertUnwindSafe(|| {
+            self.core.sink.write(&row, &self.core.counters)
+        }))
+        .is_err()
+        {
+            self.core.panic_notice.notice(|| {
+                "the database sink panicked; the event was written to stderr".to_owned()
+            });
+            self.to_fallback(&row);
+        }
+    }
+
+    fn flush(&self) {
+        self.core.sink.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_driver;
+
+    #[test]
+    fn driver_targets_match_crates_and_their_modules_only() {
+        assert!(is_driver("postgres"));
+        assert!(is_driver("tokio_postgres::prepare"));
+        assert!(is_driver("r2d2"));
+        assert!(!is_driver("postgres_tool"));
+        assert!(!is_driver("app::postgres"));
+    }
+}
