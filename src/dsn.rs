@@ -20,8 +20,9 @@ pub(crate) fn parse(
             Error::config(
                 "dsn",
                 format!(
-                    "cannot parse the DSN ({e}); expected postgresql://user:password@host:port/dbname \
-                     or key=value pairs such as `host=/var/run/postgresql dbname=app`"
+                    "cannot parse the DSN ({}); expected postgresql://user:password@host:port/dbname \
+                     or key=value pairs such as `host=/var/run/postgresql dbname=app`",
+                    crate::error::chain(&e)
                 ),
             )
         })?,

@@ -66,3 +66,32 @@ impl From<log::SetLoggerError> for Error {
         Error::AlreadyInitialized(e)
     }
 }
+
+/// An error with all its causes, `outer: inner: innermost`. The driver's errors say only
+/// "db error" or "error connecting to server" at the top; the useful part is below.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain;
+
+    #[test]
+    fn chain_shows_every_cause() {
+        let parse = "host=h port=notaport"
+            .parse::<postgres::Config>()
+            .unwrap_err();
+        assert_eq!(
+            chain(&parse),
+            "invalid connection string: invalid value for option `port`"
+        );
+    }
+}

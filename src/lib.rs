@@ -32,6 +32,11 @@
 //! lines, and resumes writing rows by itself when the database is back. Every wait
 //! (connecting, waiting for a pooled session, each statement) is bounded.
 
+// The README's examples are compiled as doc tests, so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod builder;
 mod dsn;
 mod error;

@@ -131,16 +131,20 @@ mod tests {
     }
 
     fn render_kvs(kvs: &[(&str, Value<'_>)]) -> Row {
-        let record = Record::builder()
-            .args(format_args!("user {} logged in", 42))
-            .level(Level::Info)
-            .target("app::auth")
-            .module_path_static(Some("app::auth"))
-            .file_static(Some("src/auth.rs"))
-            .line(Some(17))
-            .key_values(&kvs)
-            .build();
-        render(&record, at())
+        let user = 42;
+        // One expression: the record borrows the temporary `format_args!` makes.
+        render(
+            &Record::builder()
+                .args(format_args!("user {user} logged in"))
+                .level(Level::Info)
+                .target("app::auth")
+                .module_path_static(Some("app::auth"))
+                .file_static(Some("src/auth.rs"))
+                .line(Some(17))
+                .key_values(&kvs)
+                .build(),
+            at(),
+        )
     }
 
     #[test]

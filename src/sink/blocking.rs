@@ -13,6 +13,7 @@ use r2d2::event::AcquireEvent;
 use r2d2::{HandleError, HandleEvent, Pool, PooledConnection};
 
 use super::session::{Manager, SessionConfig, SessionError};
+use crate::error::chain;
 use crate::fallback::{self, RateLimit};
 use crate::render::Row;
 use crate::stats::Counters;
@@ -122,7 +123,11 @@ impl Blocking {
             }
             Err(e) if e.is_closed() || session.is_closed() => {
                 self.health.went_down(
-                    &format!("lost the connection to {}: {e}", self.config.target),
+                    &format!(
+                        "lost the connection to {}: {}",
+                        self.config.target,
+                        chain(&e)
+                    ),
                     &self.config.table.quoted(),
                 );
                 false
@@ -131,8 +136,9 @@ impl Blocking {
                 // The database is there but refused this event; the next one may pass.
                 self.event_notice.notice(|| {
                     format!(
-                        "could not store an event in {}: {e}; it was written to stderr",
-                        self.config.table.quoted()
+                        "could not store an event in {}: {}; it was written to stderr",
+                        self.config.table.quoted(),
+                        chain(&e)
                     )
                 });
                 false

@@ -157,7 +157,7 @@ pub(crate) struct SessionError {
 impl fmt::Display for SessionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (target, table) = (&self.config.target, self.config.table.quoted());
-        let e = &self.source;
+        let e = crate::error::chain(&self.source);
         match self.stage {
             Stage::Connect => write!(f, "cannot connect to {target}: {e}"),
             Stage::Setup => write!(f, "cannot set up a session on {target}: {e}"),

@@ -1,0 +1,75 @@
+//! The main job end to end: log events with key-values at every level into PostgreSQL,
+//! then read the rows back and print them.
+//!
+//! Uses `PGLOG_DSN` when it is set; otherwise starts a throwaway PostgreSQL server (the
+//! test harness's), which is stopped and removed when the program ends.
+//!
+//! ```sh
+//! cargo run --example demo
+//! PGLOG_DSN=postgresql://me@/mydb?host=/var/run/postgresql cargo run --example demo
+//! ```
+
+use std::error::Error;
+
+use log::LevelFilter;
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let throwaway;
+    let dsn = match std::env::var("PGLOG_DSN") {
+        Ok(dsn) if !dsn.is_empty() => dsn,
+        _ => {
+            eprintln!("PGLOG_DSN is not set: starting a throwaway PostgreSQL server...");
+            throwaway = throwaway_pg::Server::start()?;
+            throwaway.create_database("demo")?
+        }
+    };
+    let table = "pglog_demo";
+
+    let guard = pglog::Builder::new()
+        .dsn(&dsn)
+        .table(table)
+        .level(LevelFilter::Trace)
+        .try_init()?;
+    log::error!(code = 503, retry = true; "upstream unavailable");
+    log::warn!(free_mb = 412.5, disk = "/var"; "disk almost full");
+    log::info!(user_id = 42, admin = false, func = "login", scope = "auth"; "user logged in");
+    log::debug!(rows = 1_000u64, table; "batch loaded");
+    log::trace!(step = "parse", bytes = 2048; "parsing input");
+    let stats = guard.stats();
+    drop(guard); // flushes
+
+    println!(
+        "{} events written, {} sent to stderr; reading them back from {table}:\n",
+        stats.written, stats.fallback
+    );
+    let mut client = postgres::Client::connect(&dsn, postgres::NoTls)?;
+    let query = format!(
+        "SELECT to_char(timestamp AT TIME ZONE 'UTC', 'HH24:MI:SS.US'), level, event, \
+         coalesce(func, ''), coalesce(scope, ''), data::text FROM \"{table}\" ORDER BY id DESC LIMIT 5"
+    );
+    let mut rows = client.query(&query, &[])?;
+    rows.reverse();
+    println!(
+        "{:<15} {:<8} {:<22} {:<6} {:<6} data",
+        "timestamp", "level", "event", "func", "scope"
+    );
+    for row in rows {
+        let (ts, level, event, func, scope, data): (
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+        ) = (
+            row.get(0),
+            row.get(1),
+            row.get(2),
+            row.get(3),
+            row.get(4),
+            row.get(5),
+        );
+        println!("{ts:<15} {level:<8} {event:<22} {func:<6} {scope:<6} {data}");
+    }
+    Ok(())
+}

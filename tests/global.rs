@@ -1,0 +1,246 @@
+//! Programs that install pglog as the global logger, run as child processes of this
+//! test binary (a process can install a global logger only once).
+//!
+//! `harness = false`: `main` runs the checks, or, when `PGLOG_TEST_CHILD` names a
+//! program, runs that program instead.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use log::LevelFilter;
+
+const CHILD: &str = "PGLOG_TEST_CHILD";
+const THREADS: u64 = 4;
+const PER_THREAD: u64 = 250;
+
+fn main() {
+    if let Ok(program) = std::env::var(CHILD) {
+        match program.as_str() {
+            "acceptance" => acceptance_program(),
+            "init_from_env" => init_from_env_program(),
+            "startup" => startup_program(),
+            other => panic!("unknown child program {other}"),
+        }
+        return;
+    }
+    let checks: [(&str, fn()); 3] = [
+        (
+            "every_event_from_four_threads_lands",
+            every_event_from_four_threads_lands,
+        ),
+        (
+            "init_reads_pglog_dsn_and_table",
+            init_reads_pglog_dsn_and_table,
+        ),
+        (
+            "concurrent_startup_on_an_empty_database",
+            concurrent_startup_on_an_empty_database,
+        ),
+    ];
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let (mut passed, mut failed) = (0, 0);
+    for (name, check) in checks {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        match std::panic::catch_unwind(check) {
+            Ok(()) => {
+                passed += 1;
+                println!("test {name} ... ok");
+            }
+            Err(_) => {
+                failed += 1;
+                println!("test {name} ... FAILED");
+            }
+        }
+    }
+    let status = if failed == 0 { "ok" } else { "FAILED" };
+    println!("\ntest result: {status}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out\n");
+    if failed > 0 {
+        std::process::exit(101);
+    }
+}
+
+fn run_child(program: &str, envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.env(CHILD, program).envs(envs.iter().copied());
+    cmd.output().expect("spawn child")
+}
+
+fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "child failed: {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+// --- the acceptance program of the core issue -------------------------------------------
+
+fn acceptance_program() {
+    let dsn = std::env::var("TEST_DSN").unwrap();
+    let guard = pglog::Builder::new()
+        .dsn(&dsn)
+        .table("accept_logs")
+        .level(LevelFilter::Trace)
+        .try_init()
+        .expect("init");
+    let again = pglog::Builder::new()
+        .dsn(&dsn)
+        .try_init()
+        .map(drop)
+        .unwrap_err();
+    assert!(
+        matches!(again, pglog::Error::AlreadyInitialized(_)),
+        "{again}"
+    );
+
+    std::thread::scope(|s| {
+        for thread in 0..THREADS {
+            s.spawn(move || {
+                for i in 0..PER_THREAD {
+                    log::info!(thread, i, even = i % 2 == 0, ratio = i as f64 / 4.0, name = "worker",
+                        func = "work", scope = format!("t{thread}").as_str(); "event {i} from thread {thread}");
+                }
+            });
+        }
+    });
+    log::error!("an error");
+    log::warn!("a warning");
+    log::info!("an info");
+    log::debug!("a debug");
+    log::trace!("a trace");
+    assert_eq!(guard.stats().written, THREADS * PER_THREAD + 5);
+    drop(guard);
+}
+
+fn every_event_from_four_threads_lands() {
+    let dsn = fresh_db("accept");
+    let output = run_child("acceptance", &[("TEST_DSN", &dsn)]);
+    assert_success(&output);
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains("pglog:"),
+        "no notices expected"
+    );
+
+    let rows = rows(&dsn, "accept_logs");
+    assert_eq!(rows.len() as u64, THREADS * PER_THREAD + 5);
+    let mut seen = BTreeSet::new();
+    for r in rows.iter().filter(|r| r.func.is_some()) {
+        let d = &r.data;
+        let (thread, i) = (d["thread"].as_u64().unwrap(), d["i"].as_u64().unwrap());
+        assert!(seen.insert((thread, i)), "duplicate {thread}/{i}");
+        assert_eq!(r.level, "info");
+        assert_eq!(r.event, format!("event {i} from thread {thread}"));
+        assert_eq!(r.func.as_deref(), Some("work"));
+        assert_eq!(r.scope.as_deref(), Some(format!("t{thread}").as_str()));
+        assert_eq!(d["even"], serde_json::json!(i % 2 == 0));
+        assert_eq!(d["ratio"], serde_json::json!(i as f64 / 4.0));
+        assert_eq!(d["name"], serde_json::json!("worker"));
+        assert_eq!(d["code_module"], serde_json::json!("global"));
+        assert_eq!(d["code_file"], serde_json::json!("tests/global.rs"));
+        assert!(d["code_lineno"].is_u64() && d["pid"].is_u64());
+        assert!(d.get("func").is_none() && d.get("scope").is_none());
+    }
+    assert_eq!(seen.len() as u64, THREADS * PER_THREAD);
+    let levels: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.func.is_none())
+        .map(|r| r.level.as_str())
+        .collect();
+    assert_eq!(levels, ["error", "warning", "info", "debug", "trace"]);
+    assert_eq!(
+        index_names(&dsn, "accept_logs"),
+        expected_indexes("accept_logs")
+    );
+}
+
+// --- pglog::init() and its environment --------------------------------------------------
+
+fn init_from_env_program() {
+    let guard = pglog::init().expect("init");
+    log::info!(via = "init"; "configured from the environment");
+    log::debug!("below init's default level");
+    drop(guard);
+}
+
+fn init_reads_pglog_dsn_and_table() {
+    let dsn = fresh_db("initenv");
+    assert_success(&run_child(
+        "init_from_env",
+        &[("PGLOG_DSN", &dsn), ("PGLOG_TABLE", "from_env")],
+    ));
+    let rows = rows(&dsn, "from_env");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].data["via"], serde_json::json!("init"));
+}
+
+// --- several processes creating the table at once ----------------------------------------
+
+fn startup_program() {
+    let dsn = std::env::var("TEST_DSN").unwrap();
+    let start_at: u128 = std::env::var("START_AT_MS").unwrap().parse().unwrap();
+    // Line the processes up so that their CREATE TABLE statements really race.
+    while now_ms() < start_at {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let guard = pglog::Builder::new()
+        .dsn(dsn)
+        .table("race_logs")
+        .require_database(true)
+        .try_init()
+        .expect("init");
+    for i in 0..25 {
+        log::info!(i; "started");
+    }
+    assert_eq!(guard.stats().written, 25);
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+fn concurrent_startup_on_an_empty_database() {
+    const PROCESSES: usize = 6;
+    for _round in 0..3 {
+        let dsn = fresh_db("race");
+        let start_at = (now_ms() + 500).to_string();
+        let children: Vec<_> = (0..PROCESSES)
+            .map(|_| {
+                Command::new(std::env::current_exe().unwrap())
+                    .env(CHILD, "startup")
+                    .env("TEST_DSN", &dsn)
+                    .env("START_AT_MS", &start_at)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let output = child.wait_with_output().unwrap();
+            assert_success(&output);
+            assert!(
+                !String::from_utf8_lossy(&output.stderr).contains("pglog:"),
+                "no notices expected"
+            );
+        }
+        assert_eq!(rows(&dsn, "race_logs").len(), PROCESSES * 25);
+        assert_eq!(
+            index_names(&dsn, "race_logs"),
+            expected_indexes("race_logs")
+        );
+    }
+}
