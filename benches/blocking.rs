@@ -31,6 +31,10 @@ fn main() {
         pgbench_rates.push(pgbench_insert(&server, &format!("ref_{run}"), events));
     }
     let (pglog, reference) = (median(pglog_rates), median(pgbench_rates));
+    if !measuring {
+        println!("smoke pass ({events} events each way): not a measurement; run `cargo bench --bench blocking`");
+        return;
+    }
     println!("events per run: {events}, runs: {runs} (medians)");
     println!("{:<42} {:>12}", "system", "events/s");
     println!(
