@@ -7,18 +7,18 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use log::LevelFilter;
 
-const CHILD: &str = "PGLOG_TEST_CHILD";
 const THREADS: u64 = 4;
 const PER_THREAD: u64 = 250;
+const LIMIT: Duration = Duration::from_secs(120);
 
 fn main() {
-    if let Ok(program) = std::env::var(CHILD) {
+    if let Some(program) = child_program() {
         match program.as_str() {
             "acceptance" => acceptance_program(),
             "init_from_env" => init_from_env_program(),
@@ -27,7 +27,7 @@ fn main() {
         }
         return;
     }
-    let checks: [(&str, fn()); 3] = [
+    run_checks(&[
         (
             "every_event_from_four_threads_lands",
             every_event_from_four_threads_lands,
@@ -40,48 +40,7 @@ fn main() {
             "concurrent_startup_on_an_empty_database",
             concurrent_startup_on_an_empty_database,
         ),
-    ];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let (mut passed, mut failed) = (0, 0);
-    for (name, check) in checks {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        match std::panic::catch_unwind(check) {
-            Ok(()) => {
-                passed += 1;
-                println!("test {name} ... ok");
-            }
-            Err(_) => {
-                failed += 1;
-                println!("test {name} ... FAILED");
-            }
-        }
-    }
-    let status = if failed == 0 { "ok" } else { "FAILED" };
-    println!("\ntest result: {status}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out\n");
-    if failed > 0 {
-        std::process::exit(101);
-    }
-}
-
-fn run_child(program: &str, envs: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.env(CHILD, program).envs(envs.iter().copied());
-    cmd.output().expect("spawn child")
-}
-
-fn assert_success(output: &Output) {
-    assert!(
-        output.status.success(),
-        "child failed: {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    ]);
 }
 
 // --- the acceptance program of the core issue -------------------------------------------
@@ -125,7 +84,7 @@ fn acceptance_program() {
 
 fn every_event_from_four_threads_lands() {
     let dsn = fresh_db("accept");
-    let output = run_child("acceptance", &[("TEST_DSN", &dsn)]);
+    let output = run_child("acceptance", &[("TEST_DSN", &dsn)], LIMIT);
     assert_success(&output);
     assert!(
         !String::from_utf8_lossy(&output.stderr).contains("pglog:"),
@@ -178,6 +137,7 @@ fn init_reads_pglog_dsn_and_table() {
     assert_success(&run_child(
         "init_from_env",
         &[("PGLOG_DSN", &dsn), ("PGLOG_TABLE", "from_env")],
+        LIMIT,
     ));
     let rows = rows(&dsn, "from_env");
     assert_eq!(rows.len(), 1);

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use postgres::error::SqlState;
 use postgres::types::{Json, Type};
 use postgres::{Client, NoTls, Statement};
 use r2d2::ManageConnection;
@@ -45,6 +46,29 @@ impl Session {
                 ],
             )
             .map(drop)
+    }
+
+    /// Inserts without waiting for locks beyond `lock_wait`: how a failed database is
+    /// tried again, so that a probe of a locked table costs milliseconds, not the
+    /// statement timeout. Four round trips; probes are rare.
+    pub fn probe_insert(&mut self, row: &Row, lock_wait: Duration) -> Result<(), postgres::Error> {
+        let mut tx = self.client.transaction()?;
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = {}",
+            lock_wait.as_millis().max(1)
+        ))?;
+        tx.execute(
+            &self.insert,
+            &[
+                &row.timestamp,
+                &row.level_word(),
+                &row.event,
+                &row.func,
+                &row.scope,
+                &Json(&row.data),
+            ],
+        )?;
+        tx.commit()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -158,7 +182,19 @@ impl fmt::Display for SessionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (target, table) = (&self.config.target, self.config.table.quoted());
         let e = crate::error::chain(&self.source);
+        // A table of another shape fails in CREATE INDEX or in PREPARE, whichever
+        // comes first: name the cause, not the stage.
+        let wrong_shape = matches!(
+            self.source.code(),
+            Some(c) if *c == SqlState::UNDEFINED_COLUMN || *c == SqlState::DATATYPE_MISMATCH
+        );
         match self.stage {
+            _ if wrong_shape => write!(
+                f,
+                "cannot insert into table {table} on {target}: {e}; the table needs pglog's columns \
+                 (timestamp timestamptz, level text, event text, func text, scope text, data jsonb): \
+                 alter it, or log to another table"
+            ),
             Stage::Connect => write!(f, "cannot connect to {target}: {e}"),
             Stage::Setup => write!(f, "cannot set up a session on {target}: {e}"),
             Stage::Schema => write!(
@@ -166,11 +202,7 @@ impl fmt::Display for SessionError {
                 "cannot create table {table} or its indexes on {target}: {e}; create them as the \
                  table's owner, or turn table creation off for a role that may only INSERT"
             ),
-            Stage::Prepare => write!(
-                f,
-                "cannot insert into table {table} on {target}: {e}; the table needs pglog's columns \
-                 (timestamp timestamptz, level text, event text, func text, scope text, data jsonb)"
-            ),
+            Stage::Prepare => write!(f, "cannot insert into table {table} on {target}: {e}"),
         }
     }
 }

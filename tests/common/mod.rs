@@ -98,3 +98,108 @@ pub fn expected_indexes(table: &str) -> Vec<String> {
     names.sort();
     names
 }
+
+// --- programs run as child processes ---------------------------------------------------
+//
+// A process can install a global logger once, and some checks read what a program wrote
+// on stderr: such tests live in `harness = false` binaries whose `main` runs the checks,
+// or, when `PGLOG_TEST_CHILD` names a program, runs that program instead.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const CHILD: &str = "PGLOG_TEST_CHILD";
+
+/// The child program this process should run, if it is a child.
+pub fn child_program() -> Option<String> {
+    std::env::var(CHILD).ok()
+}
+
+/// Runs the named checks (all, or those matching the command line's filters), prints
+/// libtest-style lines, and exits non-zero when any failed.
+pub fn run_checks(checks: &[(&str, fn())]) {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let (mut passed, mut failed) = (0, 0);
+    for (name, check) in checks {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let started = Instant::now();
+        match std::panic::catch_unwind(*check) {
+            Ok(()) => {
+                passed += 1;
+                println!("test {name} ... ok ({:.1?})", started.elapsed());
+            }
+            Err(_) => {
+                failed += 1;
+                println!("test {name} ... FAILED");
+            }
+        }
+    }
+    let status = if failed == 0 { "ok" } else { "FAILED" };
+    println!("\ntest result: {status}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out\n");
+    if failed > 0 {
+        std::process::exit(101);
+    }
+}
+
+/// Runs `program` in a child process of this test binary and waits for it, at most
+/// `limit`: a child that hangs is killed and the test fails.
+pub fn run_child(program: &str, envs: &[(&str, &str)], limit: Duration) -> Output {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(CHILD, program)
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    // Drain both pipes while waiting: a child blocked on a full pipe would look hung.
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            pipe.read_to_end(&mut buf).ok();
+            buf
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            child.wait().ok();
+            let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+            panic!(
+                "child {program} still running after {limit:?}: killed\nstderr tail:\n{}",
+                tail(&stderr, 20)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+pub fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "child failed: {}\nstdout:\n{}\nstderr tail:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        tail(&String::from_utf8_lossy(&output.stderr), 40)
+    );
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
