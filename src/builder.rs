@@ -1,48 +1,56 @@
 //! Setting pglog up: [`Builder`] and [`init`].
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use log::LevelFilter;
 
-use crate::fallback::RateLimit;
+use crate::config::{self, Config, Lookup};
+use crate::dsn::{self, Resolved};
+use crate::fallback::{self, RateLimit};
 use crate::logger::{Core, Logger};
 use crate::schema::Table;
-use crate::sink::{Blocking, PoolSettings, SessionConfig, Sink};
+use crate::sink::{BatchSettings, Overflow, PoolSettings, SessionConfig, Sink};
 use crate::stats::Counters;
-use crate::{dsn, Error, Guard};
+use crate::tls::{self, RootCert};
+use crate::{Error, Guard};
 
 /// The table stogger-postgres writes to; sharing it is the point.
 pub const DEFAULT_TABLE: &str = "stogger_logs";
 
-/// Environment variables [`init`] reads.
-const ENV_DSN: &str = "PGLOG_DSN";
-const ENV_TABLE: &str = "PGLOG_TABLE";
+/// libpq's root certificate variable: used when no pglog setting names one.
+const ENV_LIBPQ_ROOT_CERT: &str = "PGSSLROOTCERT";
 
-/// Sets up the logger, installs it globally, and returns its guard. Reads the DSN from
-/// `PGLOG_DSN` and the table from `PGLOG_TABLE`; anything unset keeps
-/// [`Builder::new`]'s default.
+/// Sets up the logger from the configuration it discovers, installs it globally, and
+/// returns its guard. Same as `Builder::discover()?.try_init()`; see
+/// [`Builder::discover`] for where settings come from.
 ///
 /// # Errors
 ///
-/// A malformed setting, or a global logger that is already installed. An unreachable
-/// database is not an error: events go to stderr until it is back.
+/// A malformed setting, configuration file or environment variable, or a global logger
+/// that is already installed. An unreachable database, or a `%PASSWORD%` the environment
+/// does not fill, is not an error: events go to stderr, and a notice says why.
 ///
 /// # Examples
 ///
 /// ```no_run
+/// // With `[tool.stogger] postgres_dsn = "postgresql://app:%PASSWORD%@db/ops"` in
+/// // ./pyproject.toml and STOGGER_POSTGRES_PASSWORD in the environment:
 /// let _guard = pglog::init()?;
 /// log::info!(user_id = 42; "user logged in");
 /// # Ok::<(), pglog::Error>(())
 /// ```
 pub fn init() -> Result<Guard, Error> {
-    Builder::from_env().try_init()
+    Builder::discover()?.try_init()
 }
 
 /// Configures a pglog logger.
 ///
-/// Starts from plain defaults (nothing is read from the environment): the local Unix
-/// socket as the current OS user, table `stogger_logs`, level `info`.
+/// [`Builder::new`] starts from plain defaults and reads nothing from files or the
+/// environment, except the password a `%PASSWORD%` in its DSN asks for.
+/// [`Builder::discover`] starts from the configuration file and lets the environment
+/// override everything when the logger is built, builder calls included.
 ///
 /// # Examples
 ///
@@ -50,7 +58,7 @@ pub fn init() -> Result<Guard, Error> {
 /// use std::time::Duration;
 ///
 /// let _guard = pglog::Builder::new()
-///     .dsn("postgresql://app@db.internal/ops")
+///     .dsn("postgresql://app:%PASSWORD%@db.internal/ops")
 ///     .table("app_logs")
 ///     .level(log::LevelFilter::Debug)
 ///     .pool_wait(Duration::from_millis(250))
@@ -59,15 +67,23 @@ pub fn init() -> Result<Guard, Error> {
 /// ```
 #[derive(Clone)]
 pub struct Builder {
+    enable_postgres: bool,
     dsn: Option<String>,
     table: String,
     level: LevelFilter,
+    filters: Option<String>,
     create_table: bool,
     require_database: bool,
     pool_size: u32,
     pool_wait: Duration,
     connect_timeout: Duration,
     statement_timeout: Duration,
+    root_cert: Option<PathBuf>,
+    batch: bool,
+    batch_settings: BatchSettings,
+    /// Made by [`Builder::discover`]: the environment overrides the builder when it is
+    /// built, and libpq's variables fill what the DSN leaves out.
+    discovered: bool,
 }
 
 impl Default for Builder {
@@ -77,34 +93,218 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// Plain defaults; nothing is discovered from the environment.
+    /// Plain defaults: the local Unix socket as the current OS user, table
+    /// `stogger_logs`, level `info`. Nothing is read from files or the environment, except
+    /// the password that a `%PASSWORD%` in the DSN asks for.
     pub fn new() -> Builder {
         Builder {
+            enable_postgres: true,
             dsn: None,
             table: DEFAULT_TABLE.to_owned(),
             level: LevelFilter::Info,
+            filters: None,
             create_table: true,
             require_database: false,
             pool_size: 4,
             pool_wait: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(2),
+            root_cert: None,
+            batch: false,
+            batch_settings: BatchSettings {
+                capacity: 10_000,
+                batch_size: 1_000,
+                flush_interval: Duration::from_millis(100),
+                overflow: Overflow::default(),
+                flush_level: LevelFilter::Error,
+                flush_timeout: Duration::from_secs(5),
+            },
+            discovered: false,
         }
     }
 
-    fn from_env() -> Builder {
-        let mut builder = Builder::new();
-        if let Some(dsn) = non_empty_env(ENV_DSN) {
-            builder = builder.dsn(dsn);
+    /// Background batch mode: a log call renders the event and queues it, never touching
+    /// the network; a writer thread stores queued events in batches with binary `COPY`.
+    /// For programs that log more than a few thousand events a second, or cannot afford a
+    /// round trip per log call (async programs included). Blocking mode, one `INSERT` per
+    /// event on the caller's thread, is the default.
+    ///
+    /// Keep the [`Guard`]: dropping it writes what is queued (waiting at most
+    /// [`flush_timeout`](Builder::flush_timeout)) and stops the writer.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let guard = pglog::Builder::new()
+    ///     .dsn("postgresql://app@db.internal/ops")
+    ///     .batch()
+    ///     .overflow(pglog::Overflow::Drop)
+    ///     .try_init()?;
+    /// log::info!(rows = 42; "imported");
+    /// guard.flush(); // returns once the event is committed
+    /// # Ok::<(), pglog::Error>(())
+    /// ```
+    pub fn batch(mut self) -> Builder {
+        self.batch = true;
+        self
+    }
+
+    /// Most events a batch mode queue holds (default 10,000); see
+    /// [`overflow`](Builder::overflow) for what happens when it is full. Memory stays
+    /// bounded by this, whatever the database does.
+    pub fn queue_capacity(mut self, capacity: usize) -> Builder {
+        self.batch_settings.capacity = capacity;
+        self
+    }
+
+    /// Most events written by one `COPY` in batch mode (default 1,000).
+    pub fn batch_size(mut self, size: usize) -> Builder {
+        self.batch_settings.batch_size = size;
+        self
+    }
+
+    /// Longest the batch writer waits for a batch to fill before writing what it has
+    /// (default 100 ms).
+    pub fn flush_interval(mut self, interval: Duration) -> Builder {
+        self.batch_settings.flush_interval = interval;
+        self
+    }
+
+    /// What a log call does when the batch queue is full (default: wait at most 200 ms,
+    /// then write the event to stderr).
+    pub fn overflow(mut self, overflow: Overflow) -> Builder {
+        self.batch_settings.overflow = overflow;
+        self
+    }
+
+    /// Events at or above this level are written at once in batch mode, without waiting
+    /// for the batch to fill (default `Error`; `Off` turns it off).
+    pub fn flush_level(mut self, level: LevelFilter) -> Builder {
+        self.batch_settings.flush_level = level;
+        self
+    }
+
+    /// Longest [`Guard::flush`] and the guard's drop wait for the batch writer (default
+    /// 5 s). On drop, what is still queued then goes to stderr.
+    pub fn flush_timeout(mut self, timeout: Duration) -> Builder {
+        self.batch_settings.flush_timeout = timeout;
+        self
+    }
+
+    /// The defaults, overridden by every setting `config` has. Nothing is discovered.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let config = pglog::Config::from_file("/etc/nightly/logging.toml")?;
+    /// let _guard = pglog::Builder::from_config(config).table("nightly_logs").try_init()?;
+    /// # Ok::<(), pglog::Error>(())
+    /// ```
+    pub fn from_config(config: Config) -> Builder {
+        Builder::new().apply(config)
+    }
+
+    /// A builder as [`init`] uses it, which discovers its configuration. Precedence,
+    /// lowest to highest:
+    ///
+    /// 1. the defaults of [`Builder::new`];
+    /// 2. the configuration file: the one `PGLOG_CONFIG` names, else `./pyproject.toml`
+    ///    if it exists (`[tool.stogger]`, then `[tool.pglog]`; see [`Config::discover`]);
+    /// 3. calls made on the returned builder;
+    /// 4. the environment, read when the logger is built: `PGLOG_*` over `STOGGER_*` (see
+    ///    [`Config::from_env`]).
+    ///
+    /// libpq's `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`, `PGSSLMODE`,
+    /// `PGAPPNAME` and `PGSSLROOTCERT` then fill whatever the DSN and settings leave out.
+    ///
+    /// # Errors
+    ///
+    /// A configuration file that `PGLOG_CONFIG` names but cannot be read, or one that is
+    /// malformed; the message names the file, line and key.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// // PGLOG_TABLE, if set, still wins over the table given here.
+    /// let _guard = pglog::Builder::discover()?.table("nightly_logs").try_init()?;
+    /// # Ok::<(), pglog::Error>(())
+    /// ```
+    pub fn discover() -> Result<Builder, Error> {
+        let mut builder = Builder::from_config(config::discover_file(&config::real_env)?);
+        builder.discovered = true;
+        Ok(builder)
+    }
+
+    fn apply(mut self, config: Config) -> Builder {
+        let Config {
+            enable_postgres,
+            dsn,
+            table,
+            level,
+            filters,
+            create_table,
+            require_database,
+            pool_size,
+            pool_wait_ms,
+            connect_timeout_ms,
+            statement_timeout_ms,
+            root_cert,
+            batch,
+            queue_capacity,
+            batch_size,
+            flush_interval_ms,
+            overflow,
+            overflow_wait_ms,
+            flush_level,
+            flush_timeout_ms,
+        } = config;
+        let ms = |v: std::num::NonZeroU64| Duration::from_millis(v.get());
+        self.enable_postgres = enable_postgres.unwrap_or(self.enable_postgres);
+        self.dsn = dsn.or(self.dsn);
+        self.table = table.unwrap_or(self.table);
+        // Level before filters: within one source, a bare level in `filters` wins.
+        if let Some(level) = level {
+            self = self.level(level);
         }
-        if let Some(table) = non_empty_env(ENV_TABLE) {
-            builder = builder.table(table);
+        if let Some(filters) = filters {
+            self = self.filters(filters);
         }
-        builder
+        self.create_table = create_table.unwrap_or(self.create_table);
+        self.require_database = require_database.unwrap_or(self.require_database);
+        self.pool_size = pool_size.map_or(self.pool_size, |v| v.get());
+        self.pool_wait = pool_wait_ms.map_or(self.pool_wait, ms);
+        self.connect_timeout = connect_timeout_ms.map_or(self.connect_timeout, ms);
+        self.statement_timeout = statement_timeout_ms.map_or(self.statement_timeout, ms);
+        self.root_cert = root_cert.or(self.root_cert);
+        self.batch = batch.unwrap_or(self.batch);
+        let settings = &mut self.batch_settings;
+        settings.capacity = queue_capacity.map_or(settings.capacity, |v| v.get());
+        settings.batch_size = batch_size.map_or(settings.batch_size, |v| v.get());
+        settings.flush_interval = flush_interval_ms.map_or(settings.flush_interval, ms);
+        settings.overflow = overflow.unwrap_or(settings.overflow);
+        // The wait belongs to the blocking policy: it changes nothing under `drop`.
+        if let (Some(wait), Overflow::Block(_)) = (overflow_wait_ms, settings.overflow) {
+            settings.overflow = Overflow::Block(ms(wait));
+        }
+        settings.flush_level = flush_level.unwrap_or(settings.flush_level);
+        settings.flush_timeout = flush_timeout_ms.map_or(settings.flush_timeout, ms);
+        self
+    }
+
+    /// Whether to write to PostgreSQL at all (default `true`). `false` writes every event
+    /// to stderr only, as stogger does with `enable_postgres = false`.
+    pub fn enable_postgres(mut self, enable: bool) -> Builder {
+        self.enable_postgres = enable;
+        self
     }
 
     /// Where to connect: a `postgresql://` URL or `key=value` pairs, as libpq takes them.
     /// Without one, pglog connects over the local Unix socket as the current OS user.
+    ///
+    /// `%PASSWORD%` in it is replaced by the value of `PGLOG_PASSWORD` (or else
+    /// `STOGGER_POSTGRES_PASSWORD`), percent-encoded in a URL and quoted in `key=value`
+    /// pairs, so that any character works. When neither is set, pglog says so on stderr
+    /// and logs there.
     pub fn dsn(mut self, dsn: impl Into<String>) -> Builder {
         self.dsn = Some(dsn.into());
         self
@@ -117,9 +317,20 @@ impl Builder {
         self
     }
 
-    /// The most verbose level stored (default `Info`).
+    /// The most verbose level stored (default `Info`), for every module that
+    /// [`filters`](Builder::filters) does not name. Replaces a bare level given earlier
+    /// in `filters`.
     pub fn level(mut self, level: LevelFilter) -> Builder {
         self.level = level;
+        self.filters = config::layer_filters(self.filters.take(), true, None);
+        self
+    }
+
+    /// Per-module levels in `RUST_LOG` syntax, e.g. `info,my_tool::db=debug,hyper=warn`.
+    /// Adds to directives given before (a configuration file's, say); later ones win per
+    /// module, and a bare level sets the default as [`level`](Builder::level) does.
+    pub fn filters(mut self, directives: impl Into<String>) -> Builder {
+        self.filters = config::layer_filters(self.filters.take(), false, Some(directives.into()));
         self
     }
 
@@ -135,7 +346,7 @@ impl Builder {
 
     /// Makes [`build`](Builder::build) and [`try_init`](Builder::try_init) fail when the
     /// database is not usable at startup (default `false`: start degraded, log to stderr,
-    /// and keep trying).
+    /// and keep trying). Has no effect with [`enable_postgres(false)`](Builder::enable_postgres).
     pub fn require_database(mut self, require: bool) -> Builder {
         self.require_database = require;
         self
@@ -169,12 +380,25 @@ impl Builder {
         self
     }
 
+    /// A PEM file with the certificate authorities that may sign the server's
+    /// certificate. With it, TLS connections verify the certificate and that it names the
+    /// host connected to (libpq's `verify-full`); without it, `sslmode=prefer` and
+    /// `require` encrypt without authenticating the server, as in libpq. Needs the
+    /// `tls-rustls` feature.
+    pub fn root_cert(mut self, path: impl Into<PathBuf>) -> Builder {
+        self.root_cert = Some(path.into());
+        self
+    }
+
     /// Builds the logger and its guard without installing anything globally.
     ///
     /// # Errors
     ///
-    /// A malformed DSN or table name, a zero pool size or timeout, or (with
-    /// [`require_database`](Builder::require_database)) a database that cannot be used.
+    /// A malformed DSN, table name or filter, a zero pool size or timeout, TLS demanded
+    /// of a build without the `tls-rustls` feature, an unreadable root certificate, a
+    /// malformed environment variable (for a builder from [`discover`](Builder::discover)),
+    /// or (with [`require_database`](Builder::require_database)) a database that cannot
+    /// be used.
     ///
     /// # Examples
     ///
@@ -187,20 +411,94 @@ impl Builder {
     /// # Ok::<(), pglog::Error>(())
     /// ```
     pub fn build(self) -> Result<(Logger, Guard), Error> {
+        let env: Lookup<'_> = &config::real_env;
+        let builder = if self.discovered {
+            self.apply(config::from_lookup(env)?)
+        } else {
+            self
+        };
+        builder.build_in(env)
+    }
+
+    /// Builds with `env` as the environment: all of `build` but reading the environment.
+    fn build_in(self, env: Lookup<'_>) -> Result<(Logger, Guard), Error> {
         let table = Table::new(&self.table)?;
         if self.pool_size == 0 {
             return Err(Error::config("pool_size", "must be at least 1"));
+        }
+        if self.batch_settings.capacity == 0 {
+            return Err(Error::config("queue_capacity", "must be at least 1"));
+        }
+        if self.batch_settings.batch_size == 0 {
+            return Err(Error::config("batch_size", "must be at least 1"));
         }
         for (key, value) in [
             ("pool_wait", self.pool_wait),
             ("connect_timeout", self.connect_timeout),
             ("statement_timeout", self.statement_timeout),
+            ("flush_timeout", self.batch_settings.flush_timeout),
         ] {
             if value.is_zero() {
                 return Err(Error::config(key, "must be longer than zero"));
             }
         }
-        let driver = dsn::parse(self.dsn.as_deref(), self.connect_timeout)?;
+        let filter = config::build_filter(self.level, self.filters.as_deref())
+            .map_err(|why| Error::config("filters", why))?;
+        let counters = Arc::new(Counters::default());
+        let sink = if self.enable_postgres {
+            self.database_sink(table, env, &counters)?
+        } else {
+            Sink::Stderr
+        };
+        let core = Arc::new(Core {
+            sink,
+            counters,
+            panic_notice: RateLimit::new(Duration::from_secs(30)),
+        });
+        Ok((Logger::new(filter, Arc::clone(&core)), Guard::new(core)))
+    }
+
+    fn database_sink(
+        &self,
+        table: Table,
+        env: Lookup<'_>,
+        counters: &Arc<Counters>,
+    ) -> Result<Sink, Error> {
+        let driver = match dsn::resolve(
+            self.dsn.as_deref(),
+            self.connect_timeout,
+            env,
+            self.discovered,
+        )? {
+            Resolved::Ready(driver) => *driver,
+            Resolved::NoPassword(why) if self.require_database => {
+                return Err(Error::DatabaseUnavailable(why))
+            }
+            Resolved::NoPassword(why) => {
+                // The operator must act; the program goes on, logging to stderr.
+                fallback::notice(&why);
+                return Ok(Sink::Stderr);
+            }
+        };
+        let libpq_root = if self.discovered {
+            env(ENV_LIBPQ_ROOT_CERT).map(PathBuf::from)
+        } else {
+            None
+        };
+        let root_cert = match (&self.root_cert, &libpq_root) {
+            (Some(path), _) => Some(RootCert {
+                path,
+                key: "root_cert",
+                explicit: true,
+            }),
+            (None, Some(path)) => Some(RootCert {
+                path,
+                key: ENV_LIBPQ_ROOT_CERT,
+                explicit: false,
+            }),
+            (None, None) => None,
+        };
+        let transport = tls::transport(&driver, root_cert)?;
         let connect_timeout = driver
             .get_connect_timeout()
             .copied()
@@ -210,26 +508,21 @@ impl Builder {
             table,
             create_table: self.create_table,
             statement_timeout: self.statement_timeout,
+            transport,
         };
         let pool = PoolSettings {
             size: self.pool_size,
             wait: self.pool_wait,
             connect_timeout,
         };
-        let counters = Arc::new(Counters::default());
-        let blocking = Blocking::start(driver, session, pool, &counters);
+        let batch = self.batch.then(|| self.batch_settings.clone());
+        let sink = Sink::database(driver, session, pool, batch, counters);
         if self.require_database {
-            if let Some(why) = blocking.startup_error() {
+            if let Some(why) = sink.startup_error() {
                 return Err(Error::DatabaseUnavailable(why));
             }
         }
-        let core = Arc::new(Core {
-            sink: Sink::Blocking(blocking),
-            counters,
-            panic_notice: RateLimit::new(Duration::from_secs(30)),
-        });
-        let filter = env_filter::Builder::new().filter_level(self.level).build();
-        Ok((Logger::new(filter, Arc::clone(&core)), Guard::new(core)))
+        Ok(sink)
     }
 
     /// Builds the logger, installs it as the global `log` logger, and returns its guard.
@@ -238,6 +531,14 @@ impl Builder {
     ///
     /// Those of [`build`](Builder::build), and [`Error::AlreadyInitialized`] when a
     /// global logger is already installed.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let _guard = pglog::Builder::new().table("nightly_logs").try_init()?;
+    /// log::info!("started");
+    /// # Ok::<(), pglog::Error>(())
+    /// ```
     pub fn try_init(self) -> Result<Guard, Error> {
         let (logger, guard) = self.build()?;
         let max = logger.filter();
@@ -251,26 +552,35 @@ impl std::fmt::Debug for Builder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The DSN may carry a password: show only whether one is set.
         f.debug_struct("Builder")
+            .field("enable_postgres", &self.enable_postgres)
             .field("dsn", &self.dsn.as_ref().map(|_| "<set, not shown>"))
             .field("table", &self.table)
             .field("level", &self.level)
+            .field("filters", &self.filters)
             .field("create_table", &self.create_table)
             .field("require_database", &self.require_database)
             .field("pool_size", &self.pool_size)
             .field("pool_wait", &self.pool_wait)
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field("root_cert", &self.root_cert)
+            .field("batch", &self.batch)
+            .field("batch_settings", &self.batch_settings)
+            .field("discovered", &self.discovered)
             .finish()
     }
 }
 
-fn non_empty_env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
+
     use super::*;
+
+    /// An environment with nothing set, so that these tests never read the real one.
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
 
     #[test]
     fn debug_never_shows_the_dsn() {
@@ -282,7 +592,7 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let err = |b: Builder| b.build().map(drop).unwrap_err().to_string();
+        let err = |b: Builder| b.build_in(&no_env).map(drop).unwrap_err().to_string();
         assert_eq!(
             err(Builder::new().pool_size(0)),
             "invalid pglog setting `pool_size`: must be at least 1"
@@ -294,5 +604,129 @@ mod tests {
         assert!(err(Builder::new().table("")).starts_with("invalid pglog setting `table`"));
         assert!(err(Builder::new().dsn("postgresql://x:y@h:port/db"))
             .starts_with("invalid pglog setting `dsn`"));
+        assert!(err(Builder::new().filters("a=b=c")).starts_with("invalid pglog setting `filters`"));
+    }
+
+    #[test]
+    fn from_config_sets_every_setting() {
+        let c = Config {
+            enable_postgres: Some(false),
+            dsn: Some("host=h".into()),
+            table: Some("t".into()),
+            level: Some(LevelFilter::Debug),
+            filters: Some("a=trace".into()),
+            create_table: Some(false),
+            require_database: Some(true),
+            pool_size: NonZeroU32::new(7),
+            pool_wait_ms: NonZeroU64::new(70),
+            connect_timeout_ms: NonZeroU64::new(700),
+            statement_timeout_ms: NonZeroU64::new(7000),
+            root_cert: Some("/ca.pem".into()),
+            batch: Some(true),
+            queue_capacity: NonZeroUsize::new(9),
+            batch_size: NonZeroUsize::new(3),
+            flush_interval_ms: NonZeroU64::new(11),
+            overflow: Some(Overflow::default()),
+            overflow_wait_ms: NonZeroU64::new(13),
+            flush_level: Some(LevelFilter::Warn),
+            flush_timeout_ms: NonZeroU64::new(17),
+        };
+        let b = Builder::from_config(c);
+        assert!(!b.enable_postgres && !b.create_table && b.require_database);
+        assert_eq!(b.dsn.as_deref(), Some("host=h"));
+        assert_eq!(b.table, "t");
+        assert_eq!(b.level, LevelFilter::Debug);
+        assert_eq!(b.filters.as_deref(), Some("a=trace"));
+        assert_eq!(b.pool_size, 7);
+        assert_eq!(b.pool_wait, Duration::from_millis(70));
+        assert_eq!(b.connect_timeout, Duration::from_millis(700));
+        assert_eq!(b.statement_timeout, Duration::from_secs(7));
+        assert_eq!(b.root_cert, Some(PathBuf::from("/ca.pem")));
+        assert!(b.batch);
+        let s = &b.batch_settings;
+        assert_eq!((s.capacity, s.batch_size), (9, 3));
+        assert_eq!(s.flush_interval, Duration::from_millis(11));
+        assert_eq!(s.overflow, Overflow::Block(Duration::from_millis(13)));
+        assert_eq!(s.flush_level, LevelFilter::Warn);
+        assert_eq!(s.flush_timeout, Duration::from_millis(17));
+        assert!(!b.discovered);
+        // A wait without a policy keeps `drop` from a lower source.
+        let wait_only = Config {
+            overflow_wait_ms: NonZeroU64::new(5),
+            ..Config::default()
+        };
+        let dropping = Builder::new().overflow(Overflow::Drop).apply(wait_only);
+        assert_eq!(dropping.batch_settings.overflow, Overflow::Drop);
+        // An empty config changes nothing.
+        assert_eq!(
+            format!("{:?}", Builder::from_config(Config::default())),
+            format!("{:?}", Builder::new())
+        );
+    }
+
+    #[test]
+    fn builder_calls_sit_between_file_and_environment() {
+        let file = Config {
+            table: Some("file".into()),
+            filters: Some("warn,a=debug".into()),
+            pool_size: NonZeroU32::new(2),
+            ..Config::default()
+        };
+        let env = Config {
+            table: Some("env".into()),
+            level: Some(LevelFilter::Trace),
+            ..Config::default()
+        };
+        let b = Builder::from_config(file)
+            .table("code")
+            .pool_size(3)
+            .filters("b=info")
+            .apply(env);
+        assert_eq!(b.table, "env");
+        assert_eq!(b.pool_size, 3);
+        assert_eq!(b.level, LevelFilter::Trace);
+        assert_eq!(b.filters.as_deref(), Some("a=debug,b=info"));
+    }
+
+    #[test]
+    fn stderr_only_needs_no_database() {
+        use log::Log;
+        let (logger, guard) = Builder::new()
+            .enable_postgres(false)
+            .dsn("host=/nonexistent")
+            .require_database(true)
+            .build_in(&no_env)
+            .unwrap();
+        logger.log(
+            &log::Record::builder()
+                .level(log::Level::Warn)
+                .args(format_args!("to stderr"))
+                .build(),
+        );
+        let stats = guard.stats();
+        assert_eq!((stats.written, stats.fallback), (0, 1));
+        assert!(!stats.database_reachable);
+    }
+
+    #[test]
+    fn an_unset_password_degrades_or_fails_as_asked() {
+        use log::Log;
+        let dsn = "postgresql://app:%PASSWORD%@127.0.0.1:1/ops";
+        let (logger, guard) = Builder::new().dsn(dsn).build_in(&no_env).unwrap();
+        logger.log(
+            &log::Record::builder()
+                .level(log::Level::Error)
+                .args(format_args!("still told"))
+                .build(),
+        );
+        assert_eq!(guard.stats().fallback, 1);
+        let err = Builder::new()
+            .dsn(dsn)
+            .require_database(true)
+            .build_in(&no_env)
+            .map(drop)
+            .unwrap_err();
+        assert!(matches!(err, Error::DatabaseUnavailable(_)), "{err}");
+        assert!(err.to_string().contains("PGLOG_PASSWORD"), "{err}");
     }
 }

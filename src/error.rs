@@ -1,10 +1,11 @@
 //! The error type returned by [`Builder::try_init`](crate::Builder::try_init) and friends.
 
 use std::fmt;
+use std::path::PathBuf;
 
 /// Why pglog could not be set up.
 ///
-/// Only a bad configuration value, a global logger that is already set, or (when the
+/// Only a bad configuration value or file, a global logger that is already set, or (when the
 /// user asked for it with [`Builder::require_database`](crate::Builder::require_database))
 /// an unusable database are errors. Everything that goes wrong later is handled inside
 /// the logger: events go to stderr and the logger keeps trying.
@@ -18,6 +19,14 @@ pub enum Error {
         /// The setting at fault, e.g. `dsn` or `table`.
         key: &'static str,
         /// What is wrong with it and what would be accepted.
+        reason: String,
+    },
+    /// A configuration file cannot be read, is not valid TOML, or has an unknown key or a
+    /// value of the wrong type.
+    ConfigFile {
+        /// The file at fault.
+        path: PathBuf,
+        /// Where in it (line, key, section) and what is wrong. Never quotes the file.
         reason: String,
     },
     /// A global logger was already installed (by pglog or another crate).
@@ -41,6 +50,13 @@ impl fmt::Display for Error {
         match self {
             Error::InvalidConfig { key, reason } => {
                 write!(f, "invalid pglog setting `{key}`: {reason}")
+            }
+            Error::ConfigFile { path, reason } => {
+                write!(
+                    f,
+                    "invalid pglog configuration file {}: {reason}",
+                    path.display()
+                )
             }
             Error::AlreadyInitialized(_) => f.write_str(
                 "a global logger is already installed; use Builder::build to compose loggers",

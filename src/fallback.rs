@@ -22,7 +22,8 @@ pub(crate) fn event(row: &Row) {
 }
 
 pub(crate) fn format_event(row: &Row) -> String {
-    let mut fields = row.data.clone();
+    let data = row.data();
+    let mut fields = data.clone();
     if let Some(func) = &row.func {
         fields.insert("func".to_owned(), func.as_str().into());
     }
@@ -31,7 +32,7 @@ pub(crate) fn format_event(row: &Row) -> String {
     }
     let target = ["target", "code_module"]
         .iter()
-        .find_map(|k| row.data.get(*k).and_then(|v| v.as_str()))
+        .find_map(|k| data.get(*k).and_then(|v| v.as_str()))
         .unwrap_or("-");
     let mut line = String::with_capacity(row.event.len() + 128);
     let _ = write!(

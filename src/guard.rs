@@ -5,7 +5,8 @@ use std::sync::Arc;
 use crate::logger::Core;
 use crate::stats::Stats;
 
-/// Keeps pglog's pending work alive; dropping it flushes.
+/// Keeps pglog's pending work alive; dropping it flushes (and in batch mode stops the
+/// writer thread: events logged after that go to stderr).
 ///
 /// [`log::set_boxed_logger`] leaks the logger, so nothing would flush at exit without
 /// this guard: keep it in `main` until the program ends.
@@ -40,8 +41,10 @@ impl Guard {
 }
 
 impl Drop for Guard {
+    /// Flushes, and in batch mode stops the writer: waits at most the flush timeout,
+    /// then sends whatever is still queued to stderr. Never silently away.
     fn drop(&mut self) {
-        self.flush();
+        self.core.sink.close(&self.core.counters);
     }
 }
 

@@ -25,6 +25,29 @@
 //! | `func`, `scope` | the key-values `func` and `scope` |
 //! | `data` | every other key-value with its JSON type, `code_module`, `code_file`, `code_lineno`, `pid`, and `target` when it is not the module path |
 //!
+//! # Configuration
+//!
+//! [`init`] reads what stogger reads: `pyproject.toml`'s `[tool.stogger]` (and pglog's own
+//! `[tool.pglog]`) in the current directory, or the file `PGLOG_CONFIG` names, then the
+//! environment (`PGLOG_*` over `STOGGER_*`), which wins. `%PASSWORD%` in a DSN is replaced
+//! by `PGLOG_PASSWORD` or `STOGGER_POSTGRES_PASSWORD`, encoded for the DSN. See
+//! [`Builder::discover`] for the order and [`Config`] for every key.
+//!
+//! ```no_run
+//! // ./pyproject.toml:
+//! //   [tool.stogger]
+//! //   postgres_dsn = "postgresql://app:%PASSWORD%@db.internal/ops"
+//! //   postgres_table = "app_logs"
+//! let _guard = pglog::init()?;
+//! # Ok::<(), pglog::Error>(())
+//! ```
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tls-rustls` | no | TLS to the database through rustls: `sslmode=prefer`/`require`, and [`Builder::root_cert`] to verify the server |
+//!
 //! # When the database is away
 //!
 //! Logging never crashes, hangs or silently loses an event. An unreachable database at
@@ -38,6 +61,7 @@
 struct ReadmeDoctests;
 
 mod builder;
+mod config;
 mod dsn;
 mod error;
 mod fallback;
@@ -47,10 +71,13 @@ mod render;
 mod schema;
 mod sink;
 mod stats;
+mod tls;
 
 pub use builder::{init, Builder, DEFAULT_TABLE};
+pub use config::Config;
 pub use error::Error;
 pub use guard::Guard;
 pub use log;
 pub use logger::Logger;
+pub use sink::Overflow;
 pub use stats::Stats;

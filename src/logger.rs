@@ -152,16 +152,7 @@ impl Log for Logger {
                 return;
             }
         };
-        if catch_unwind(AssertUnwindSafe(|| {
-            self.core.sink.write(&row, &self.core.counters)
-        }))
-        .is_err()
-        {
-            self.core.panic_notice.notice(|| {
-                "the database sink panicked; the event was written to stderr".to_owned()
-            });
-            self.to_fallback(&row);
-        }
+        self.core.sink.write(row, &self.core.counters);
     }
 
     fn flush(&self) {

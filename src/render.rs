@@ -2,7 +2,13 @@
 //!
 //! Pure: no I/O, no global state, so every rule here is unit-tested with
 //! [`log::Record::builder`].
+//!
+//! A log call pays for as little as it can: the call site is kept as the record's
+//! `&'static str`s, and key-values are serialized once, straight into one JSON buffer.
+//! The `data` object is assembled from those when the row is written, which in batch
+//! mode happens on the writer thread.
 
+use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -36,14 +42,75 @@ pub(crate) struct Row {
     pub event: String,
     pub func: Option<String>,
     pub scope: Option<String>,
-    /// Every other key-value, with its JSON type, plus location keys, `pid` and `target`.
-    pub data: Map<String, Json>,
+    module: Option<Cow<'static, str>>,
+    file: Option<Cow<'static, str>>,
+    line: Option<u32>,
+    /// The record's target, when it is not the module path.
+    target: Option<String>,
+    /// Every other key-value, serialized as the members of a JSON object (no braces).
+    fields: Vec<u8>,
 }
 
 impl Row {
     /// The `level` column: stogger's vocabulary.
     pub fn level_word(&self) -> &'static str {
         level_word(self.level)
+    }
+
+    /// The `data` column as JSON text: the location keys, `pid` and `target`, then the
+    /// key-values, so that a caller's own `pid` wins (the last of duplicate keys wins in
+    /// JSONB, as in [`Row::data`]).
+    pub fn write_data(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        let mut first = true;
+        let mut key = |out: &mut Vec<u8>, name: &str| {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            write_json(out, name);
+            out.push(b':');
+        };
+        if let Some(module) = &self.module {
+            key(out, "code_module");
+            write_json(out, module);
+        }
+        if let Some(file) = &self.file {
+            key(out, "code_file");
+            write_json(out, file);
+        }
+        if let Some(line) = self.line {
+            key(out, "code_lineno");
+            write_json(out, &line);
+        }
+        key(out, "pid");
+        write_json(out, &std::process::id());
+        if let Some(target) = &self.target {
+            key(out, "target");
+            write_json(out, target);
+        }
+        if !self.fields.is_empty() {
+            out.push(b',');
+            out.extend_from_slice(&self.fields);
+        }
+        out.push(b'}');
+    }
+
+    /// The `data` column as a map (duplicate keys: the last wins).
+    pub fn data(&self) -> Map<String, Json> {
+        let mut text = Vec::with_capacity(128 + self.fields.len());
+        self.write_data(&mut text);
+        match serde_json::from_slice(&text) {
+            Ok(Json::Object(map)) => map,
+            // Deeper than serde_json parses (128 levels): keep what is readable.
+            _ => {
+                let mut map = Map::new();
+                map.insert(
+                    "data".to_owned(),
+                    Json::String(String::from_utf8_lossy(&text).into_owned()),
+                );
+                map
+            }
+        }
     }
 }
 
@@ -60,31 +127,15 @@ pub(crate) fn level_word(level: Level) -> &'static str {
 
 /// Renders `record` as it is logged at `now`.
 pub(crate) fn render(record: &Record<'_>, now: DateTime<Utc>) -> Row {
-    let mut data = Map::new();
-    if let Some(module) = record.module_path() {
-        data.insert("code_module".to_owned(), Json::from(module));
-    }
-    if let Some(file) = record.file() {
-        data.insert("code_file".to_owned(), Json::from(file));
-    }
-    if let Some(line) = record.line() {
-        data.insert("code_lineno".to_owned(), Json::from(line));
-    }
-    data.insert("pid".to_owned(), Json::from(std::process::id()));
-    if record.module_path() != Some(record.target()) {
-        data.insert("target".to_owned(), Json::from(record.target()));
-    }
-
-    // Key-values come last so that a caller's own `pid` or `target` wins over ours.
     let mut visitor = Fields {
         func: None,
         scope: None,
-        data,
+        fields: Vec::new(),
     };
     // Our visitor never fails; a failing source just stops early with what it gave.
     let _ = record.key_values().visit(&mut visitor);
+    let mut fields = visitor.fields;
 
-    let mut data = visitor.data;
     let mut event = storable(message(record));
     if event.len() > EVENT_MAX_BYTES {
         let cut = floor_char_boundary(&event, EVENT_MAX_BYTES);
@@ -93,18 +144,33 @@ pub(crate) fn render(record: &Record<'_>, now: DateTime<Utc>) -> Row {
             &event[..cut],
             event.len()
         );
-        data.insert(
-            EVENT_FULL_KEY.to_owned(),
-            Json::String(std::mem::replace(&mut event, head)),
+        push_member(
+            &mut fields,
+            EVENT_FULL_KEY,
+            &std::mem::replace(&mut event, head),
         );
     }
+    let module = record
+        .module_path_static()
+        .map(Cow::Borrowed)
+        .or_else(|| record.module_path().map(|m| Cow::Owned(m.to_owned())));
+    let file = record
+        .file_static()
+        .map(Cow::Borrowed)
+        .or_else(|| record.file().map(|f| Cow::Owned(f.to_owned())));
+    let target = (record.module_path() != Some(record.target()))
+        .then(|| storable(record.target().to_owned()));
     Row {
         timestamp: now.trunc_subsecs(6),
         level: record.level(),
         event,
         func: visitor.func.map(storable),
         scope: visitor.scope.map(storable),
-        data: storable_map(data),
+        module: module.map(storable_cow),
+        file: file.map(storable_cow),
+        line: record.line(),
+        target,
+        fields: storable_fields(fields),
     }
 }
 
@@ -139,27 +205,49 @@ fn storable(text: String) -> String {
     }
 }
 
-fn storable_map(map: Map<String, Json>) -> Map<String, Json> {
-    if !map
-        .iter()
-        .any(|(k, v)| k.contains('\0') || needs_cleaning(v))
-    {
-        return map;
+fn storable_cow(text: Cow<'static, str>) -> Cow<'static, str> {
+    if text.contains('\0') {
+        Cow::Owned(storable(text.into_owned()))
+    } else {
+        text
     }
+}
+
+/// JSON escapes NUL as `\u0000`, which JSONB rejects. Such fields are rare: re-parse
+/// them and replace NUL in every key and string.
+fn storable_fields(fields: Vec<u8>) -> Vec<u8> {
+    if !fields.windows(6).any(|w| w == b"\\u0000") {
+        return fields;
+    }
+    let mut object = Vec::with_capacity(fields.len() + 2);
+    object.push(b'{');
+    object.extend_from_slice(&fields);
+    object.push(b'}');
+    match serde_json::from_slice::<Json>(&object) {
+        Ok(Json::Object(map)) => {
+            let mut clean = Vec::with_capacity(fields.len());
+            for (key, value) in storable_map(map) {
+                if !clean.is_empty() {
+                    clean.push(b',');
+                }
+                write_json(&mut clean, &key);
+                clean.push(b':');
+                write_json(&mut clean, &value);
+            }
+            clean
+        }
+        // Too deep to parse: a literal `\u0000` the server would reject is less bad
+        // as visible text than as a lost event.
+        _ => String::from_utf8_lossy(&fields)
+            .replace("\\u0000", "\u{2400}")
+            .into_bytes(),
+    }
+}
+
+fn storable_map(map: Map<String, Json>) -> Map<String, Json> {
     map.into_iter()
         .map(|(k, v)| (storable(k), storable_json(v)))
         .collect()
-}
-
-fn needs_cleaning(value: &Json) -> bool {
-    match value {
-        Json::String(s) => s.contains('\0'),
-        Json::Array(items) => items.iter().any(needs_cleaning),
-        Json::Object(map) => map
-            .iter()
-            .any(|(k, v)| k.contains('\0') || needs_cleaning(v)),
-        Json::Null | Json::Bool(_) | Json::Number(_) => false,
-    }
 }
 
 fn storable_json(value: Json) -> Json {
@@ -180,10 +268,26 @@ fn floor_char_boundary(text: &str, max: usize) -> usize {
         .unwrap_or(0)
 }
 
+/// Serializes what cannot fail to serialize (strings, numbers, parsed JSON).
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Writing to a Vec fails only for values whose serialization fails, never these.
+    let _ = serde_json::to_writer(out, value);
+}
+
+/// Appends `"key":<value>` to the members in `fields`.
+fn push_member<T: serde::Serialize + ?Sized>(fields: &mut Vec<u8>, key: &str, value: &T) {
+    if !fields.is_empty() {
+        fields.push(b',');
+    }
+    write_json(fields, key);
+    fields.push(b':');
+    write_json(fields, value);
+}
+
 struct Fields {
     func: Option<String>,
     scope: Option<String>,
-    data: Map<String, Json>,
+    fields: Vec<u8>,
 }
 
 impl<'kvs> VisitSource<'kvs> for Fields {
@@ -191,9 +295,7 @@ impl<'kvs> VisitSource<'kvs> for Fields {
         match key.as_str() {
             FUNC_KEY => self.func = Some(text(&value)),
             SCOPE_KEY => self.scope = Some(text(&value)),
-            other => {
-                self.data.insert(other.to_owned(), json(&value));
-            }
+            other => push_value(&mut self.fields, other, &value),
         }
         Ok(())
     }
@@ -206,13 +308,25 @@ fn text(value: &Value<'_>) -> String {
     }
 }
 
-/// Keeps the value's JSON type; a value that cannot be serialized is stored as its text.
-fn json(value: &Value<'_>) -> Json {
+/// Appends `"key":<value>`, keeping the value's JSON type; a value that cannot be
+/// serialized is stored as its text.
+fn push_value(fields: &mut Vec<u8>, key: &str, value: &Value<'_>) {
+    if fields.is_empty() {
+        fields.reserve(96);
+    } else {
+        fields.push(b',');
+    }
+    write_json(fields, key);
+    fields.push(b':');
+    let mark = fields.len();
     // serde_json panics (rather than erring) when a `Display` impl returns an error;
     // contain it here so that one bad value does not cost the whole event.
-    match catch_unwind(AssertUnwindSafe(|| serde_json::to_value(value))) {
-        Ok(Ok(json)) => json,
-        Ok(Err(_)) | Err(_) => Json::String(display(value)),
+    let written = catch_unwind(AssertUnwindSafe(|| {
+        serde_json::to_writer(&mut *fields, value)
+    }));
+    if !matches!(written, Ok(Ok(()))) {
+        fields.truncate(mark);
+        write_json(fields, &display(value));
     }
 }
 
@@ -275,12 +389,12 @@ mod tests {
     #[test]
     fn location_keys_and_pid() {
         let row = render_kvs(&[]);
-        assert_eq!(row.data["code_module"], "app::auth");
-        assert_eq!(row.data["code_file"], "src/auth.rs");
-        assert_eq!(row.data["code_lineno"], 17);
-        assert_eq!(row.data["pid"], std::process::id());
+        assert_eq!(row.data()["code_module"], "app::auth");
+        assert_eq!(row.data()["code_file"], "src/auth.rs");
+        assert_eq!(row.data()["code_lineno"], 17);
+        assert_eq!(row.data()["pid"], std::process::id());
         assert!(
-            !row.data.contains_key("target"),
+            !row.data().contains_key("target"),
             "target equal to the module is not repeated"
         );
     }
@@ -293,7 +407,7 @@ mod tests {
             .module_path_static(Some("app::auth"))
             .build();
         let row = render(&record, at());
-        assert_eq!(row.data["target"], "audit");
+        assert_eq!(row.data()["target"], "audit");
     }
 
     #[test]
@@ -310,7 +424,7 @@ mod tests {
             "user_id": 42, "delta": -7, "ratio": 0.5, "admin": true, "name": "ada", "letter": "x",
         });
         for (k, v) in expected.as_object().unwrap() {
-            assert_eq!(&row.data[k], v, "key {k}");
+            assert_eq!(&row.data()[k], v, "key {k}");
         }
     }
 
@@ -321,8 +435,8 @@ mod tests {
             ("tags", Value::from_serde(&tags)),
             ("missing", Value::null()),
         ]);
-        assert_eq!(row.data["tags"], serde_json::json!(["a", "b"]));
-        assert_eq!(row.data["missing"], Json::Null);
+        assert_eq!(row.data()["tags"], serde_json::json!(["a", "b"]));
+        assert_eq!(row.data()["missing"], Json::Null);
     }
 
     #[test]
@@ -332,8 +446,8 @@ mod tests {
             ("dbg", Value::from_debug(&v)),
             ("disp", Value::from_display(&"shown")),
         ]);
-        assert_eq!(row.data["dbg"], "[1, 2]");
-        assert_eq!(row.data["disp"], "shown");
+        assert_eq!(row.data()["dbg"], "[1, 2]");
+        assert_eq!(row.data()["disp"], "shown");
     }
 
     #[test]
@@ -345,15 +459,15 @@ mod tests {
         ]);
         assert_eq!(row.func.as_deref(), Some("login"));
         assert_eq!(row.scope.as_deref(), Some("7"));
-        assert!(!row.data.contains_key("func"));
-        assert!(!row.data.contains_key("scope"));
-        assert_eq!(row.data["k"], 1);
+        assert!(!row.data().contains_key("func"));
+        assert!(!row.data().contains_key("scope"));
+        assert_eq!(row.data()["k"], 1);
     }
 
     #[test]
     fn callers_keys_win_over_ours() {
         let row = render_kvs(&[("pid", "worker-3".to_value())]);
-        assert_eq!(row.data["pid"], "worker-3");
+        assert_eq!(row.data()["pid"], "worker-3");
     }
 
     /// `format_args!` makes temporaries: pass it straight in, as the `log` macros do.
@@ -374,9 +488,9 @@ mod tests {
         );
         assert_eq!(row.event, "before\u{2400}after");
         assert_eq!(row.func.as_deref(), Some("f\u{2400}"));
-        assert_eq!(row.data["k\u{2400}"], "v\u{2400}");
+        assert_eq!(row.data()["k\u{2400}"], "v\u{2400}");
         assert_eq!(
-            row.data["nested"],
+            row.data()["nested"],
             serde_json::json!({"in\u{2400}key": ["a\u{2400}b", {"deep": "\u{2400}"}]})
         );
     }
@@ -393,10 +507,10 @@ mod tests {
         assert!(row
             .event
             .ends_with("… [1200000 bytes; whole in data.event_full]"));
-        assert_eq!(row.data[EVENT_FULL_KEY], serde_json::Value::String(long));
+        assert_eq!(row.data()[EVENT_FULL_KEY], serde_json::Value::String(long));
         let short = "x".repeat(EVENT_MAX_BYTES);
         assert!(!rendered(format_args!("{short}"), &[])
-            .data
+            .data()
             .contains_key(EVENT_FULL_KEY));
     }
 
@@ -418,7 +532,7 @@ mod tests {
             ],
         );
         assert_eq!(row.event, "partial<formatting error>");
-        assert_eq!(row.data["v"], "partial<formatting error>");
+        assert_eq!(row.data()["v"], "partial<formatting error>");
         assert_eq!(row.func.as_deref(), Some("partial<formatting error>"));
     }
 
@@ -440,8 +554,8 @@ mod tests {
             ],
         );
         assert_eq!(row.event, "half<formatting panicked>");
-        assert_eq!(row.data["v"], "half<formatting panicked>");
-        assert_eq!(row.data["ok"], 1);
+        assert_eq!(row.data()["v"], "half<formatting panicked>");
+        assert_eq!(row.data()["ok"], 1);
     }
 
     #[test]

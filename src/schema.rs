@@ -19,6 +19,9 @@ const INDEXES: [(&str, &str); 4] = [
     ("data", "USING GIN (data)"),
 ];
 
+/// The columns pglog writes, in the order of its INSERT and COPY parameters.
+const COLUMNS: &str = "(\"timestamp\", \"level\", \"event\", \"func\", \"scope\", \"data\")";
+
 /// The longest index name decides how long a table name may be.
 const LONGEST_SUFFIX: usize = "timestamp".len();
 
@@ -89,8 +92,14 @@ impl Table {
 
     pub fn insert_sql(&self) -> String {
         format!(
-            "INSERT INTO {} (\"timestamp\", \"level\", \"event\", \"func\", \"scope\", \"data\") \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO {} {COLUMNS} VALUES ($1, $2, $3, $4, $5, $6)",
+            self.quoted()
+        )
+    }
+
+    pub fn copy_sql(&self) -> String {
+        format!(
+            "COPY {} {COLUMNS} FROM STDIN (FORMAT binary)",
             self.quoted()
         )
     }

@@ -134,11 +134,13 @@ fn init_from_env_program() {
 
 fn init_reads_pglog_dsn_and_table() {
     let dsn = fresh_db("initenv");
-    assert_success(&run_child(
-        "init_from_env",
-        &[("PGLOG_DSN", &dsn), ("PGLOG_TABLE", "from_env")],
-        LIMIT,
-    ));
+    // Nothing of the developer's environment (PG*, STOGGER_*...) may leak in.
+    let mut cmd = child_command("init_from_env");
+    cmd.env_clear()
+        .env(CHILD, "init_from_env")
+        .env("PGLOG_DSN", &dsn)
+        .env("PGLOG_TABLE", "from_env");
+    assert_success(&run_command(cmd, LIMIT));
     let rows = rows(&dsn, "from_env");
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].data["via"], serde_json::json!("init"));

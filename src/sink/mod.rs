@@ -1,52 +1,115 @@
 //! Where rendered events go. A sink owns all I/O; the logger only filters, renders and
 //! dispatches.
 
+mod batch;
 mod blocking;
+mod copy;
+mod database;
 mod session;
 
-pub(crate) use blocking::{Blocking, PoolSettings};
+pub(crate) use batch::BatchSettings;
+pub use batch::Overflow;
+pub(crate) use database::PoolSettings;
 pub(crate) use session::SessionConfig;
 
-use crate::fallback;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use batch::Batch;
+use blocking::Blocking;
+use database::{Database, NOTICE_INTERVAL};
+
+use crate::fallback::{self, RateLimit};
 use crate::render::Row;
 use crate::stats::Counters;
 
 pub(crate) enum Sink {
     /// One INSERT per event on the caller's thread.
-    Blocking(Blocking),
-    /// PostgreSQL turned off (stogger's `enable_postgres = false`): every event goes to
-    /// stderr.
-    #[allow(dead_code)] // constructed by the configuration layer
+    Blocking(Blocking, RateLimit),
+    /// A bounded queue and a writer thread.
+    Batch(Batch),
+    /// PostgreSQL turned off (stogger's `enable_postgres = false`) or unusable by
+    /// configuration: every event goes to stderr.
     Stderr,
 }
 
 impl Sink {
-    pub fn write(&self, row: &Row, counters: &Counters) {
+    /// A sink writing to the database: blocking, or batch mode with `batch` settings.
+    /// Waits at most the connect timeout for a first session (see [`Database::start`]).
+    pub fn database(
+        driver: postgres::Config,
+        session: SessionConfig,
+        pool: PoolSettings,
+        batch: Option<BatchSettings>,
+        counters: &std::sync::Arc<Counters>,
+    ) -> Sink {
+        let db = Database::start(driver, session, pool, counters);
+        match batch {
+            Some(settings) => Sink::Batch(Batch::start(db, settings, counters)),
+            None => Sink::Blocking(Blocking::new(db), RateLimit::new(NOTICE_INTERVAL)),
+        }
+    }
+
+    /// The reason the database is unusable right now, if it is.
+    pub fn startup_error(&self) -> Option<String> {
+        self.db().and_then(Database::startup_error)
+    }
+
+    fn db(&self) -> Option<&Database> {
         match self {
-            Sink::Blocking(sink) => sink.write(row, counters),
+            Sink::Blocking(sink, _) => Some(sink.database()),
+            Sink::Batch(sink) => Some(sink.database()),
+            Sink::Stderr => None,
+        }
+    }
+
+    pub fn write(&self, row: Row, counters: &Counters) {
+        match self {
+            Sink::Blocking(sink, panic_notice) => {
+                // The driver runs on this thread; should it panic, the event still lands
+                // somewhere and the caller carries on.
+                if catch_unwind(AssertUnwindSafe(|| sink.write(&row, counters))).is_err() {
+                    panic_notice.notice(|| {
+                        "the database writer panicked; the event was written to stderr".to_owned()
+                    });
+                    Counters::add(&counters.fallback, 1);
+                    fallback::event(&row);
+                }
+            }
+            Sink::Batch(sink) => sink.enqueue(row, counters),
             Sink::Stderr => {
                 Counters::add(&counters.fallback, 1);
-                fallback::event(row);
+                fallback::event(&row);
             }
         }
     }
 
-    /// Returns when every event handed to the sink so far is committed or on stderr.
+    /// Returns when every event handed to the sink so far is committed or on stderr
+    /// (in batch mode: or after the flush timeout).
     pub fn flush(&self) {
         match self {
+            Sink::Batch(sink) => sink.flush(),
             // Each write commits or falls back before it returns: nothing is pending.
-            Sink::Blocking(_) | Sink::Stderr => {}
+            Sink::Blocking(..) | Sink::Stderr => {}
+        }
+    }
+
+    /// Flushes and stops background work; events logged later go to stderr (batch) or
+    /// are written as before (blocking).
+    pub fn close(&self, counters: &Counters) {
+        match self {
+            Sink::Batch(sink) => sink.close(counters),
+            Sink::Blocking(..) | Sink::Stderr => {}
         }
     }
 
     pub fn queue_depth(&self) -> usize {
-        0
+        match self {
+            Sink::Batch(sink) => sink.queue_depth(),
+            Sink::Blocking(..) | Sink::Stderr => 0,
+        }
     }
 
     pub fn database_reachable(&self) -> bool {
-        match self {
-            Sink::Blocking(sink) => sink.database_reachable(),
-            Sink::Stderr => false,
-        }
+        self.db().is_some_and(Database::reachable)
     }
 }

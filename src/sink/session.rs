@@ -6,14 +6,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{BufMut, BytesMut};
 use postgres::error::SqlState;
-use postgres::types::{Json, Type};
+use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use postgres::{Client, NoTls, Statement};
 use r2d2::ManageConnection;
 use r2d2_postgres::PostgresConnectionManager;
 
+use super::copy;
 use crate::render::Row;
 use crate::schema::{self, Table};
+use crate::tls::Transport;
+use std::io::Write as _;
 
 /// Parameter types of the INSERT, in column order.
 const INSERT_TYPES: [Type; 6] = [
@@ -29,23 +33,60 @@ const INSERT_TYPES: [Type; 6] = [
 pub(crate) struct Session {
     client: Client,
     insert: Statement,
+    /// `COPY ... FROM STDIN`, prepared too: saves a round trip per batch.
+    copy: Statement,
+}
+
+/// The INSERT's and COPY's parameters for `row`, in column order.
+fn with_params<T>(row: &Row, f: impl FnOnce(&[&(dyn ToSql + Sync)]) -> T) -> T {
+    let level = row.level_word();
+    let data = Data(row);
+    f(&[
+        &row.timestamp,
+        &level,
+        &row.event,
+        &row.func,
+        &row.scope,
+        &data,
+    ])
+}
+
+/// The `data` column, serialized from the row straight into the driver's buffer.
+#[derive(Debug)]
+struct Data<'a>(&'a Row);
+
+impl ToSql for Data<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty == Type::JSONB {
+            // JSONB's binary form: a version byte, then the JSON text.
+            out.put_u8(1);
+        }
+        let mut text = Vec::with_capacity(256);
+        self.0.write_data(&mut text);
+        out.extend_from_slice(&text);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB || *ty == Type::JSON
+    }
+
+    to_sql_checked!();
+}
+
+fn lock_timeout_sql(wait: Duration) -> String {
+    format!("SET LOCAL lock_timeout = {}", wait.as_millis().max(1))
 }
 
 impl Session {
     pub fn insert(&mut self, row: &Row) -> Result<(), postgres::Error> {
-        self.client
-            .execute(
-                &self.insert,
-                &[
-                    &row.timestamp,
-                    &row.level_word(),
-                    &row.event,
-                    &row.func,
-                    &row.scope,
-                    &Json(&row.data),
-                ],
-            )
-            .map(drop)
+        let insert = &self.insert;
+        let client = &mut self.client;
+        with_params(row, |params| client.execute(insert, params).map(drop))
     }
 
     /// Inserts without waiting for locks beyond `lock_wait`: how a failed database is
@@ -53,22 +94,42 @@ impl Session {
     /// statement timeout. Four round trips; probes are rare.
     pub fn probe_insert(&mut self, row: &Row, lock_wait: Duration) -> Result<(), postgres::Error> {
         let mut tx = self.client.transaction()?;
-        tx.batch_execute(&format!(
-            "SET LOCAL lock_timeout = {}",
-            lock_wait.as_millis().max(1)
-        ))?;
-        tx.execute(
-            &self.insert,
-            &[
-                &row.timestamp,
-                &row.level_word(),
-                &row.event,
-                &row.func,
-                &row.scope,
-                &Json(&row.data),
-            ],
-        )?;
+        tx.batch_execute(&lock_timeout_sql(lock_wait))?;
+        with_params(row, |params| tx.execute(&self.insert, params))?;
         tx.commit()
+    }
+
+    /// Writes `rows` with one binary COPY, all or nothing. With `lock_wait` (a probe), in
+    /// a transaction that waits for locks at most that long.
+    pub fn copy(
+        &mut self,
+        rows: &[Row],
+        lock_wait: Option<Duration>,
+    ) -> Result<u64, postgres::Error> {
+        // The driver sends what it is given as it comes: hand it chunks of this size.
+        const CHUNK: usize = 256 * 1024;
+        let mut tx = self.client.transaction()?;
+        if let Some(wait) = lock_wait {
+            tx.batch_execute(&lock_timeout_sql(wait))?;
+        }
+        let mut writer = tx.copy_in(&self.copy)?;
+        let mut buf = Vec::with_capacity(CHUNK + 4096);
+        copy::header(&mut buf);
+        for row in rows {
+            copy::row(&mut buf, row);
+            if buf.len() >= CHUNK {
+                // An I/O error here is the connection's; `finish` reports the cause.
+                if writer.write_all(&buf).is_err() {
+                    break;
+                }
+                buf.clear();
+            }
+        }
+        copy::trailer(&mut buf);
+        let _ = writer.write_all(&buf);
+        let written = writer.finish()?;
+        tx.commit()?;
+        Ok(written)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -84,13 +145,16 @@ pub(crate) struct SessionConfig {
     pub statement_timeout: Duration,
     /// `user@host:port/db`, for messages.
     pub target: String,
+    /// Plain or TLS, as `sslmode` and the root certificate say.
+    pub transport: Transport,
 }
 
 /// Opens sessions for r2d2: the stock postgres manager, plus our setup.
 pub(crate) struct Manager {
-    connect: PostgresConnectionManager<NoTls>,
+    connect: Connector,
     config: Arc<SessionConfig>,
     insert_sql: String,
+    copy_sql: String,
     /// Set once the table and indexes are known to exist, so later sessions skip the check.
     schema_ready: AtomicBool,
 }
@@ -104,11 +168,40 @@ impl fmt::Debug for Manager {
     }
 }
 
+/// The stock postgres manager for the transport in use; it is generic over the TLS
+/// connector, so each transport has its own.
+enum Connector {
+    Plain(PostgresConnectionManager<NoTls>),
+    #[cfg(feature = "tls-rustls")]
+    Rustls(PostgresConnectionManager<tokio_postgres_rustls::MakeRustlsConnect>),
+}
+
+impl Connector {
+    fn new(driver: postgres::Config, transport: &Transport) -> Connector {
+        match transport {
+            Transport::Plain => Connector::Plain(PostgresConnectionManager::new(driver, NoTls)),
+            #[cfg(feature = "tls-rustls")]
+            Transport::Rustls(tls) => {
+                Connector::Rustls(PostgresConnectionManager::new(driver, tls.clone()))
+            }
+        }
+    }
+
+    fn connect(&self) -> Result<Client, postgres::Error> {
+        match self {
+            Connector::Plain(manager) => manager.connect(),
+            #[cfg(feature = "tls-rustls")]
+            Connector::Rustls(manager) => manager.connect(),
+        }
+    }
+}
+
 impl Manager {
     pub fn new(driver: postgres::Config, config: Arc<SessionConfig>) -> Manager {
         Manager {
-            connect: PostgresConnectionManager::new(driver, NoTls),
+            connect: Connector::new(driver, &config.transport),
             insert_sql: config.table.insert_sql(),
+            copy_sql: config.table.copy_sql(),
             config,
             schema_ready: AtomicBool::new(false),
         }
@@ -142,7 +235,14 @@ impl ManageConnection for Manager {
         let insert = client
             .prepare_typed(&self.insert_sql, &INSERT_TYPES)
             .map_err(fail(Stage::Prepare))?;
-        Ok(Session { client, insert })
+        let copy = client
+            .prepare(&self.copy_sql)
+            .map_err(fail(Stage::Prepare))?;
+        Ok(Session {
+            client,
+            insert,
+            copy,
+        })
     }
 
     fn is_valid(&self, session: &mut Session) -> Result<(), SessionError> {

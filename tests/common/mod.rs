@@ -146,12 +146,24 @@ pub fn run_checks(checks: &[(&str, fn())]) {
     }
 }
 
+/// A command that runs `program` in a child process of this test binary.
+pub fn child_command(program: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.env(CHILD, program);
+    cmd
+}
+
 /// Runs `program` in a child process of this test binary and waits for it, at most
 /// `limit`: a child that hangs is killed and the test fails.
 pub fn run_child(program: &str, envs: &[(&str, &str)], limit: Duration) -> Output {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env(CHILD, program)
-        .envs(envs.iter().copied())
+    let mut cmd = child_command(program);
+    cmd.envs(envs.iter().copied());
+    run_command(cmd, limit)
+}
+
+/// Runs `cmd` with its output captured, at most `limit`.
+pub fn run_command(mut cmd: Command, limit: Duration) -> Output {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -176,7 +188,7 @@ pub fn run_child(program: &str, envs: &[(&str, &str)], limit: Duration) -> Outpu
             child.wait().ok();
             let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
             panic!(
-                "child {program} still running after {limit:?}: killed\nstderr tail:\n{}",
+                "child still running after {limit:?}: killed\nstderr tail:\n{}",
                 tail(&stderr, 20)
             );
         }
@@ -187,6 +199,56 @@ pub fn run_child(program: &str, envs: &[(&str, &str)], limit: Duration) -> Outpu
         stdout: stdout.join().unwrap(),
         stderr: stderr.join().unwrap(),
     }
+}
+
+/// What an outage program reported: the `i` of every stored row (its stdout line
+/// `stored=...`) and of every event it wrote to stderr instead. Checks that every event
+/// from 0 to `events` is in exactly one of them, and that rows resume after the restart
+/// three quarters in.
+pub fn check_outage(output: &Output, events: u64) -> (usize, usize) {
+    assert_success(output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stored: Vec<u64> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("stored="))
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let fell_back: Vec<u64> = stderr
+        .lines()
+        .filter(|l| l.contains(" INFO    ") && l.contains(": event {"))
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(&l[l.find('{').unwrap()..]).unwrap()["i"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let rows: std::collections::BTreeSet<u64> = stored.iter().copied().collect();
+    let lines: std::collections::BTreeSet<u64> = fell_back.iter().copied().collect();
+    assert_eq!(rows.len(), stored.len(), "an event stored twice");
+    assert_eq!(
+        lines.len(),
+        fell_back.len(),
+        "an event written to stderr twice"
+    );
+    assert!(
+        rows.is_disjoint(&lines),
+        "an event both stored and on stderr"
+    );
+    let all: std::collections::BTreeSet<u64> = rows.union(&lines).copied().collect();
+    assert_eq!(
+        all,
+        (0..events).collect(),
+        "every event is a row or a stderr line"
+    );
+    assert!(
+        rows.iter().any(|&i| i > events * 3 / 4),
+        "rows resume after the restart"
+    );
+    (rows.len(), lines.len())
 }
 
 pub fn assert_success(output: &Output) {

@@ -1,0 +1,255 @@
+//! Helpers of the configuration and authentication tests: servers that authenticate
+//! with peer, scram-sha-256 and TLS, scratch directories, and child processes that run
+//! with a controlled environment and working directory.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use throwaway_pg::Server;
+
+use crate::common::{child_command, run_command, CHILD};
+
+/// Every character that means something in a URL or a libpq `key=value` string.
+pub const NASTY: &str = r#"p@ss:w/rd %2F?#&'"x"#;
+
+/// Roles of [`auth_server`]: `app` and `scram_role` log in with [`NASTY`] over TCP;
+/// `app` and `peer_role` log in over the socket as the OS user running the tests.
+pub const APP: &str = "app";
+pub const PEER_ROLE: &str = "peer_role";
+pub const SCRAM_ROLE: &str = "scram_role";
+
+/// How long a child program may run before the test fails.
+pub const LIMIT: Duration = Duration::from_secs(60);
+
+/// A name unique in this process (and across processes, by the pid).
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// An SQL string literal.
+pub fn sql_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The test's own percent-encoding (independent of pglog's), for literal URL passwords.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A new database on `server`, owned by `owner`; returns its name.
+pub fn database(server: &Server, prefix: &str, owner: &str) -> String {
+    let name = unique(prefix);
+    server
+        .psql(
+            "postgres",
+            &format!("CREATE DATABASE \"{name}\" OWNER \"{owner}\""),
+        )
+        .expect("create database");
+    name
+}
+
+/// The OS user this process runs as, the one peer authentication sees.
+pub fn os_user() -> String {
+    whoami::username().expect("the OS user name")
+}
+
+/// Overwrites a file in the data directory, keeping its owner and mode.
+fn rewrite(path: &Path, lines: &[String]) {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// A server where the socket takes peer authentication (the OS user mapped to `app` and
+/// `peer_role`) and TCP takes scram-sha-256 (except for `postgres`, whom the harness's
+/// psql uses).
+pub fn auth_server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let server = throwaway_pg::Builder::new()
+            .hba_lines(&[
+                "local all postgres trust",
+                "local all all peer map=m",
+                "host all postgres 127.0.0.1/32 trust",
+                "host all all 127.0.0.1/32 scram-sha-256",
+            ])
+            .start()
+            .expect("start the authentication server");
+        let me = os_user();
+        rewrite(
+            &server.data_dir().join("pg_ident.conf"),
+            &[format!("m {me} {APP}"), format!("m {me} {PEER_ROLE}")],
+        );
+        // A restart, not a reload: a reload is asynchronous, a restart is done when done.
+        server.restart().expect("restart with the ident map");
+        let password = sql_literal(NASTY);
+        server
+            .psql(
+                "postgres",
+                &format!(
+                    "CREATE ROLE {APP} LOGIN PASSWORD {password};\n\
+                     CREATE ROLE {SCRAM_ROLE} LOGIN PASSWORD {password};\n\
+                     CREATE ROLE {PEER_ROLE} LOGIN;"
+                ),
+            )
+            .expect("create roles");
+        assert_eq!(
+            server.psql("postgres", "SHOW password_encryption").unwrap(),
+            "scram-sha-256"
+        );
+        server
+    })
+}
+
+/// A server that takes TCP connections only over TLS, with a certificate for 127.0.0.1
+/// signed by a test authority.
+pub struct TlsServer {
+    pub server: Server,
+    /// The authority that signed the server's certificate.
+    pub ca: PathBuf,
+    /// An authority that did not.
+    pub other_ca: PathBuf,
+}
+
+pub fn tls_server() -> &'static TlsServer {
+    static SERVER: OnceLock<TlsServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let server = throwaway_pg::Server::start().expect("start the TLS server");
+        let data = server.data_dir();
+        let (ca, ca_pem) = authority("pglog test CA");
+        let (_, other_pem) = authority("some other CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "127.0.0.1");
+        let cert = params.signed_by(&key, &ca).unwrap();
+
+        // The server reads these as its own OS user; the key must be private to it.
+        let owner = fs::metadata(data).unwrap();
+        for (name, contents, mode) in [
+            ("server.crt", cert.pem(), 0o644),
+            ("server.key", key.serialize_pem(), 0o600),
+        ] {
+            let path = data.join(name);
+            fs::write(&path, contents).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())).unwrap();
+        }
+        let dir = scratch_dir("tls");
+        let (ca_path, other_ca) = (dir.join("ca.pem"), dir.join("other-ca.pem"));
+        fs::write(&ca_path, ca_pem).unwrap();
+        fs::write(&other_ca, other_pem).unwrap();
+
+        server
+            .psql(
+                "postgres",
+                &format!(
+                    "ALTER SYSTEM SET ssl_cert_file = {};\n\
+                     ALTER SYSTEM SET ssl_key_file = {};\n\
+                     ALTER SYSTEM SET ssl = on;\n\
+                     CREATE ROLE {SCRAM_ROLE} LOGIN PASSWORD {};",
+                    sql_literal(&data.join("server.crt").to_string_lossy()),
+                    sql_literal(&data.join("server.key").to_string_lossy()),
+                    sql_literal(NASTY),
+                ),
+            )
+            .expect("configure TLS");
+        rewrite(
+            &data.join("pg_hba.conf"),
+            &[
+                "local all all trust".to_owned(),
+                format!("hostssl all {SCRAM_ROLE} 127.0.0.1/32 scram-sha-256"),
+                "hostssl all all 127.0.0.1/32 trust".to_owned(),
+                // Proves that what connects over TCP used TLS.
+                "hostnossl all all 127.0.0.1/32 reject".to_owned(),
+            ],
+        );
+        server.restart().expect("restart with TLS on");
+        assert_eq!(server.psql("postgres", "SHOW ssl").unwrap(), "on");
+        TlsServer {
+            server,
+            ca: ca_path,
+            other_ca,
+        }
+    })
+}
+
+fn authority(name: &str) -> (rcgen::Issuer<'static, rcgen::KeyPair>, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params.self_signed(&key).unwrap();
+    (rcgen::Issuer::new(params, key), cert.pem())
+}
+
+/// A fresh directory under cargo's scratch directory for integration tests.
+pub fn scratch_dir(prefix: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique(&format!("pglog-{prefix}")));
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `program` in `dir` with nothing of the developer's environment: none of the
+/// PG*, PGLOG_* or STOGGER_* variables (nor anything else) leaks in.
+pub fn run_in(dir: &Path, program: &str, envs: &[(&str, &str)]) -> Output {
+    let mut cmd = child_command(program);
+    cmd.env_clear()
+        .env(CHILD, program)
+        .envs(envs.iter().copied())
+        .current_dir(dir);
+    run_command(cmd, LIMIT)
+}
+
+/// What a child printed, both streams.
+pub fn printed(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Whether `table` exists in the database `dsn` names.
+pub fn table_exists(dsn: &str, table: &str) -> bool {
+    let mut client = postgres::Client::connect(dsn, postgres::NoTls).expect("connect");
+    client
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&format!("\"{}\"", table.replace('"', "\"\""))],
+        )
+        .unwrap()
+        .get(0)
+}
