@@ -81,3 +81,9 @@ pub use log;
 pub use logger::Logger;
 pub use sink::Overflow;
 pub use stats::Stats;
+
+/// Not part of the API: lets `benches/` time rendering alone.
+#[doc(hidden)]
+pub fn __render_for_bench(record: &log::Record<'_>) -> impl Sized {
+    render::render(record, chrono::Utc::now())
+}

@@ -261,6 +261,17 @@ pub fn assert_success(output: &Output) {
     );
 }
 
+/// Fails with the notices when the child printed any `pglog:` line.
+pub fn assert_no_notices(output: &Output) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let notices: Vec<&str> = stderr.lines().filter(|l| l.starts_with("pglog:")).collect();
+    assert!(
+        notices.is_empty(),
+        "no notices expected, got:\n{}",
+        notices.join("\n")
+    );
+}
+
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
