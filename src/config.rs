@@ -126,6 +126,13 @@ pub struct Config {
     /// Longest a flush, or the guard's drop, waits for the batch writer, in milliseconds
     /// (default 5000).
     pub flush_timeout_ms: Option<NonZeroU64>,
+    /// `false` lets the server acknowledge pglog's commits before they reach disk
+    /// (default `true`; see [`Builder::synchronous_commit`](crate::Builder::synchronous_commit)).
+    pub synchronous_commit: Option<bool>,
+    /// Events at or above this level are also written to stderr, readable, whether or
+    /// not the database is up (default `off`).
+    #[serde(deserialize_with = "level_field")]
+    pub echo: Option<LevelFilter>,
 }
 
 impl Config {
@@ -206,6 +213,8 @@ impl Config {
     /// | `overflow_wait_ms` | `PGLOG_OVERFLOW_WAIT_MS` | |
     /// | `flush_level` | `PGLOG_FLUSH_LEVEL` | |
     /// | `flush_timeout_ms` | `PGLOG_FLUSH_TIMEOUT_MS` | |
+    /// | `synchronous_commit` | `PGLOG_SYNCHRONOUS_COMMIT` | |
+    /// | `echo` | `PGLOG_ECHO` | |
     ///
     /// When both a `PGLOG_*` and a `STOGGER_*` variable are set, the `PGLOG_*` one wins.
     /// Booleans are `1`, `true`, `yes`, `on` or `0`, `false`, `no`, `off`, in any case.
@@ -264,6 +273,8 @@ impl Config {
             overflow_wait_ms: over.overflow_wait_ms.or(self.overflow_wait_ms),
             flush_level: over.flush_level.or(self.flush_level),
             flush_timeout_ms: over.flush_timeout_ms.or(self.flush_timeout_ms),
+            synchronous_commit: over.synchronous_commit.or(self.synchronous_commit),
+            echo: over.echo.or(self.echo),
         }
     }
 }
@@ -292,6 +303,8 @@ impl fmt::Debug for Config {
             .field("overflow_wait_ms", &self.overflow_wait_ms)
             .field("flush_level", &self.flush_level)
             .field("flush_timeout_ms", &self.flush_timeout_ms)
+            .field("synchronous_commit", &self.synchronous_commit)
+            .field("echo", &self.echo)
             .finish()
     }
 }
@@ -590,6 +603,12 @@ pub(crate) fn from_lookup(env: Lookup<'_>) -> Result<Config, Error> {
             &["PGLOG_FLUSH_TIMEOUT_MS"],
             parse_non_zero,
         )?,
+        synchronous_commit: vars.parsed(
+            "synchronous_commit",
+            &["PGLOG_SYNCHRONOUS_COMMIT"],
+            parse_bool,
+        )?,
+        echo: vars.parsed("echo", &["PGLOG_ECHO"], parse_level)?,
     })
 }
 
@@ -693,6 +712,8 @@ pub(crate) mod tests {
             overflow_wait_ms = 30
             flush_level = "warning"
             flush_timeout_ms = 4000
+            synchronous_commit = false
+            echo = "warn"
             "#,
         )
         .unwrap();
@@ -719,6 +740,8 @@ pub(crate) mod tests {
         want.overflow_wait_ms = nz64(30);
         want.flush_level = Some(LevelFilter::Warn);
         want.flush_timeout_ms = nz64(4000);
+        want.synchronous_commit = Some(false);
+        want.echo = Some(LevelFilter::Warn);
         assert_eq!(c, want);
     }
 
@@ -799,6 +822,8 @@ pub(crate) mod tests {
             ("PGLOG_OVERFLOW_WAIT_MS", "7"),
             ("PGLOG_FLUSH_LEVEL", "off"),
             ("PGLOG_FLUSH_TIMEOUT_MS", "900"),
+            ("PGLOG_SYNCHRONOUS_COMMIT", "off"),
+            ("PGLOG_ECHO", "error"),
         ]))
         .unwrap();
         assert_eq!(c.dsn.as_deref(), Some("host=pglog"));
@@ -821,6 +846,8 @@ pub(crate) mod tests {
         assert_eq!(c.overflow_wait_ms, nz64(7));
         assert_eq!(c.flush_level, Some(LevelFilter::Off));
         assert_eq!(c.flush_timeout_ms, nz64(900));
+        assert_eq!(c.synchronous_commit, Some(false));
+        assert_eq!(c.echo, Some(LevelFilter::Error));
         let both = from_lookup(&env(&[
             ("STOGGER_ENABLE_POSTGRES", "1"),
             ("PGLOG_ENABLE", "false"),

@@ -17,8 +17,12 @@ use crate::render::Row;
 ///
 /// The JSON carries `func`, `scope` and every `data` key, so that the line holds all a
 /// row would have held.
+///
+/// An event the console echo printed already is not printed again.
 pub(crate) fn event(row: &Row) {
-    write_line(&format_event(row));
+    if !row.echoed {
+        write_line(&format_event(row));
+    }
 }
 
 pub(crate) fn format_event(row: &Row) -> String {

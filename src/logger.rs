@@ -27,6 +27,8 @@ pub(crate) struct Core {
     pub sink: Sink,
     pub counters: Arc<Counters>,
     pub panic_notice: RateLimit,
+    /// Events at or above this level are also written to stderr.
+    pub echo: LevelFilter,
 }
 
 impl Core {
@@ -128,7 +130,7 @@ impl Log for Logger {
         }
         let _writing = Writing::enter();
         // Formatting runs user code (Display impls) that may panic; a log call must not.
-        let row = match catch_unwind(AssertUnwindSafe(|| render(record, now))) {
+        let mut row = match catch_unwind(AssertUnwindSafe(|| render(record, now))) {
             Ok(row) => row,
             Err(_) => {
                 self.core.panic_notice.notice(|| {
@@ -152,6 +154,10 @@ impl Log for Logger {
                 return;
             }
         };
+        if row.level <= self.core.echo {
+            fallback::event(&row);
+            row.echoed = true;
+        }
         self.core.sink.write(row, &self.core.counters);
     }
 

@@ -49,6 +49,8 @@ pub(crate) struct Row {
     target: Option<String>,
     /// Every other key-value, serialized as the members of a JSON object (no braces).
     fields: Vec<u8>,
+    /// Already written to stderr by the console echo: the fallback does not repeat it.
+    pub echoed: bool,
 }
 
 impl Row {
@@ -171,6 +173,7 @@ pub(crate) fn render(record: &Record<'_>, now: DateTime<Utc>) -> Row {
         line: record.line(),
         target,
         fields: storable_fields(fields),
+        echoed: false,
     }
 }
 

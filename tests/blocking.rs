@@ -293,3 +293,36 @@ fn lock_waiter_present(dsn: &str) -> bool {
         .get(0);
     n > 0
 }
+
+/// A trigger records the setting inside pglog's own session: the only place it is seen.
+#[test]
+fn synchronous_commit_off_applies_to_pglogs_sessions() {
+    open_levels();
+    let dsn = fresh_db("synccommit");
+    let (_, guard) = builder(&dsn, "sc_logs").build().unwrap();
+    drop(guard);
+    connect(&dsn)
+        .batch_execute(
+            "CREATE FUNCTION record_sc() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN NEW.data := NEW.data || jsonb_build_object('sc', current_setting('synchronous_commit'));
+             RETURN NEW; END $$;
+             CREATE TRIGGER record_sc BEFORE INSERT ON sc_logs FOR EACH ROW EXECUTE FUNCTION record_sc();",
+        )
+        .unwrap();
+    for wait in [true, false] {
+        let (logger, guard) = builder(&dsn, "sc_logs")
+            .synchronous_commit(wait)
+            .build()
+            .unwrap();
+        log::info!(logger: &logger, wait; "event");
+        assert_eq!(guard.stats().written, 1);
+    }
+    let settings: Vec<_> = rows(&dsn, "sc_logs")
+        .iter()
+        .map(|r| r.data["sc"].clone())
+        .collect();
+    assert_eq!(
+        settings,
+        [serde_json::json!("on"), serde_json::json!("off")]
+    );
+}

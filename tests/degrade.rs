@@ -19,6 +19,7 @@ fn main() {
             "outage" => outage_program(),
             "trace_everything" => trace_everything_program(),
             "stderr_closed" => stderr_closed_program(),
+            "echo" => echo_program(),
             other => panic!("unknown child program {other}"),
         }
         return;
@@ -46,6 +47,10 @@ fn main() {
             startup_problems_are_named_and_heal,
         ),
         ("closed_stderr_is_survived", closed_stderr_is_survived),
+        (
+            "echo_prints_each_event_once_up_or_down",
+            echo_prints_each_event_once_up_or_down,
+        ),
     ]);
 }
 
@@ -419,4 +424,54 @@ fn closed_stderr_is_survived() {
         .unwrap();
     assert!(output.status.success(), "{:?}", output.status);
     assert!(String::from_utf8_lossy(&output.stdout).contains("survived"));
+}
+
+// --- console echo ------------------------------------------------------------------------------
+
+fn echo_program() {
+    let dsn = std::env::var("TEST_DSN").unwrap();
+    let guard = pglog::Builder::new()
+        .dsn(&dsn)
+        .table("echo_logs")
+        .echo(LevelFilter::Warn)
+        .try_init()
+        .unwrap();
+    log::warn!(n = 1; "echoed");
+    log::info!(n = 2; "not echoed");
+    println!(
+        "written={} fallback={}",
+        guard.stats().written,
+        guard.stats().fallback
+    );
+}
+
+fn echo_prints_each_event_once_up_or_down() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = format!("host=127.0.0.1 port={closed} user=x dbname=x");
+    for (dsn, stats) in [
+        (fresh_db("echo"), "written=2 fallback=0"),
+        (down, "written=0 fallback=2"),
+    ] {
+        let output = run_child("echo", &[("TEST_DSN", &dsn)], LIMIT);
+        assert_success(&output);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains(stats), "{stdout}");
+        assert_eq!(
+            stderr.matches("WARNING degrade: echoed").count(),
+            1,
+            "{stderr}"
+        );
+        let info_lines = stderr.matches("not echoed").count();
+        // Up: info is stored, not printed. Down: printed once, by the fallback.
+        assert_eq!(
+            info_lines,
+            if stats.starts_with("written=2") { 0 } else { 1 },
+            "{stderr}"
+        );
+    }
 }

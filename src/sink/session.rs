@@ -143,6 +143,8 @@ pub(crate) struct SessionConfig {
     pub table: Table,
     pub create_table: bool,
     pub statement_timeout: Duration,
+    /// `false`: `synchronous_commit = off` on pglog's sessions.
+    pub synchronous_commit: bool,
     /// `user@host:port/db`, for messages.
     pub target: String,
     /// Plain or TLS, as `sslmode` and the root certificate say.
@@ -222,12 +224,14 @@ impl ManageConnection for Manager {
             }
         };
         let mut client = self.connect.connect().map_err(fail(Stage::Connect))?;
-        client
-            .batch_execute(&format!(
-                "SET statement_timeout = {}",
-                config.statement_timeout.as_millis()
-            ))
-            .map_err(fail(Stage::Setup))?;
+        let mut setup = format!(
+            "SET statement_timeout = {}",
+            config.statement_timeout.as_millis()
+        );
+        if !config.synchronous_commit {
+            setup.push_str("; SET synchronous_commit = off");
+        }
+        client.batch_execute(&setup).map_err(fail(Stage::Setup))?;
         if config.create_table && !self.schema_ready.load(Ordering::Acquire) {
             schema::ensure(&mut client, &config.table).map_err(fail(Stage::Schema))?;
             self.schema_ready.store(true, Ordering::Release);
