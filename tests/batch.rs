@@ -308,43 +308,10 @@ fn a_poison_row_spares_its_batch() {
 const OUTAGE_EVENTS: u64 = 50_000;
 
 fn outage_program() {
-    let server = throwaway_pg::Server::start().expect("start a server");
-    let dsn = server.create_database("outage").unwrap();
-    let guard = pglog::Builder::new()
-        .dsn(&dsn)
-        .table("outage_logs")
-        .batch()
-        .try_init()
-        .unwrap();
-    let started = Instant::now();
-    for i in 0..OUTAGE_EVENTS {
-        if i == OUTAGE_EVENTS / 4 {
-            server.stop("immediate").unwrap();
-        }
-        if i == OUTAGE_EVENTS * 3 / 4 {
-            server.restart().unwrap();
-        }
-        log::info!(i; "event");
-        std::thread::sleep(Duration::from_micros(40));
-    }
-    drop(guard);
-    let stored: Vec<i64> = connect(&dsn)
-        .query(
-            "SELECT (data->>'i')::bigint FROM outage_logs ORDER BY id",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    println!("elapsed_ms={}", started.elapsed().as_millis());
-    println!(
-        "stored={}",
-        stored
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
+    outage(
+        pglog::Builder::new().batch(),
+        OUTAGE_EVENTS,
+        Duration::from_micros(40),
     );
 }
 

@@ -58,52 +58,13 @@ fn main() {
 
 const OUTAGE_EVENTS: u64 = 20_000;
 
-/// Owns its server (the faults would disturb other tests), logs through the global
-/// logger, and prints the `i` of every stored row on stdout at the end.
 fn outage_program() {
-    let server = throwaway_pg::Server::start().expect("start a server");
-    let dsn = server.create_database("outage").unwrap();
-    let guard = pglog::Builder::new()
-        .dsn(&dsn)
-        .table("outage_logs")
-        .try_init()
-        .unwrap();
-    let started = Instant::now();
-    for i in 0..OUTAGE_EVENTS {
-        if i == OUTAGE_EVENTS / 4 {
-            server.stop("immediate").unwrap();
-        }
-        if i == OUTAGE_EVENTS * 3 / 4 {
-            server.restart().unwrap();
-        }
-        log::info!(i; "event");
-        // A program that does some work between log calls, so that the last quarter
-        // spans the reconnect.
-        std::thread::sleep(Duration::from_micros(100));
-    }
-    let stats = guard.stats();
-    drop(guard);
-    let stored: Vec<i64> = connect(&dsn)
-        .query(
-            "SELECT (data->>'i')::bigint FROM outage_logs ORDER BY id",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    println!("elapsed_ms={}", started.elapsed().as_millis());
-    println!(
-        "stats written={} fallback={}",
-        stats.written, stats.fallback
-    );
-    println!(
-        "stored={}",
-        stored
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
+    // A program that does some work between log calls, so that the last quarter spans
+    // the reconnect.
+    outage(
+        pglog::Builder::new(),
+        OUTAGE_EVENTS,
+        Duration::from_micros(100),
     );
 }
 

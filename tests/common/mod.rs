@@ -201,6 +201,42 @@ pub fn run_command(mut cmd: Command, limit: Duration) -> Output {
     }
 }
 
+/// An outage program: owns its server (the faults would disturb other tests), logs
+/// `events` through the global logger `builder` makes, pausing `pause` after each,
+/// stops the server with `-m immediate` a quarter of the way in and restarts it three
+/// quarters in. Prints the `i` of every stored row on stdout at the end, for
+/// [`check_outage`].
+pub fn outage(builder: pglog::Builder, events: u64, pause: Duration) {
+    let server = throwaway_pg::Server::start().expect("start a server");
+    let dsn = server.create_database("outage").unwrap();
+    let guard = builder.dsn(&dsn).table("outage_logs").try_init().unwrap();
+    let started = Instant::now();
+    for i in 0..events {
+        if i == events / 4 {
+            server.stop("immediate").unwrap();
+        }
+        if i == events * 3 / 4 {
+            server.restart().unwrap();
+        }
+        log::info!(i; "event");
+        std::thread::sleep(pause);
+    }
+    let stats = guard.stats();
+    drop(guard);
+    let stored: Vec<String> = connect(&dsn)
+        .query("SELECT data->>'i' FROM outage_logs ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    println!("elapsed_ms={}", started.elapsed().as_millis());
+    println!(
+        "stats written={} fallback={}",
+        stats.written, stats.fallback
+    );
+    println!("stored={}", stored.join(","));
+}
+
 /// What an outage program reported: the `i` of every stored row (its stdout line
 /// `stored=...`) and of every event it wrote to stderr instead. Checks that every event
 /// from 0 to `events` is in exactly one of them, and that rows resume after the restart
