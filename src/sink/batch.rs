@@ -8,6 +8,7 @@
 //! capacity whatever the database does: while it is down, batches go to stderr instead
 //! of piling up.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -82,6 +83,7 @@ struct Writer {
     /// has taken messages off the queue.
     room: Mutex<()>,
     room_freed: Condvar,
+    panic_notice: RateLimit,
     counters: Arc<Counters>,
     settings: BatchSettings,
 }
@@ -94,6 +96,7 @@ impl Batch {
             db,
             room: Mutex::new(()),
             room_freed: Condvar::new(),
+            panic_notice: RateLimit::new(NOTICE_INTERVAL),
             counters: Arc::clone(counters),
             settings: settings.clone(),
         });
@@ -299,7 +302,18 @@ impl Writer {
                 let _room = self.room.lock();
                 self.room_freed.notify_all();
             }
-            self.write(&mut batch);
+            // Nothing may kill the writer: a panic would leave every later event waiting
+            // out the overflow bound. The batch goes to stderr: a COPY that panicked was
+            // rolled back with its transaction (in the row-by-row retry a row could end
+            // up in both places, which beats losing it).
+            if catch_unwind(AssertUnwindSafe(|| self.write(&mut batch))).is_err() {
+                self.panic_notice.notice(|| {
+                    "the batch writer panicked; its batch was written to stderr".to_owned()
+                });
+                for row in batch.drain(..) {
+                    to_fallback(&row, &self.counters);
+                }
+            }
             for ack in acks.drain(..) {
                 let _ = ack.send(());
             }
