@@ -2,10 +2,12 @@
 //! then read the rows back and print them.
 //!
 //! Uses `PGLOG_DSN` when it is set; otherwise starts a throwaway PostgreSQL server (the
-//! test harness's), which is stopped and removed when the program ends.
+//! test harness's), which is stopped and removed when the program ends. Configuration is
+//! discovered as `pglog::init()` does, so the environment applies:
 //!
 //! ```sh
 //! cargo run --example demo
+//! PGLOG_BATCH=1 PGLOG_ECHO=warn cargo run --example demo      # batch mode, echo warnings
 //! PGLOG_DSN=postgresql://me@/mydb?host=/var/run/postgresql cargo run --example demo
 //! ```
 
@@ -23,9 +25,11 @@ fn main() -> Result<(), Box<dyn Error>> {
             throwaway.create_database("demo")?
         }
     };
-    let table = "pglog_demo";
+    // PGLOG_TABLE, when set, wins over the builder call below: read back from it then.
+    let table = std::env::var("PGLOG_TABLE").unwrap_or_else(|_| "pglog_demo".to_owned());
+    let table = table.as_str();
 
-    let guard = pglog::Builder::new()
+    let guard = pglog::Builder::discover()?
         .dsn(&dsn)
         .table(table)
         .level(LevelFilter::Trace)
@@ -35,8 +39,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     log::info!(user_id = 42, admin = false, func = "login", scope = "auth"; "user logged in");
     log::debug!(rows = 1_000u64, table; "batch loaded");
     log::trace!(step = "parse", bytes = 2048; "parsing input");
+    guard.flush(); // in batch mode, returns once the queued events are committed
     let stats = guard.stats();
-    drop(guard); // flushes
+    drop(guard);
 
     println!(
         "{} events written, {} sent to stderr; reading them back from {table}:\n",
