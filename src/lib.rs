@@ -48,6 +48,14 @@
 //! |---|---|---|
 //! | `tls-rustls` | no | TLS to the database through rustls: `sslmode=prefer`/`require`, and [`Builder::root_cert`] to verify the server |
 //!
+//! # Blocking or batch mode
+//!
+//! By default a log call writes its event with one `INSERT` on a pooled session and
+//! returns once it is committed. [`Builder::batch`] switches to a background writer: a
+//! log call only renders and queues (well under a microsecond), and a writer thread
+//! stores the queue in batches with binary `COPY`. [`Guard::flush`] returns once what
+//! was queued before it is committed; dropping the guard writes what is left.
+//!
 //! # When the database is away
 //!
 //! Logging never crashes, hangs or silently loses an event. An unreachable database at
