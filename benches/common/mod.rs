@@ -19,71 +19,115 @@ pub fn events(full: u64, smoke: u64) -> u64 {
         .unwrap_or(if measuring() { full } else { smoke })
 }
 
+/// `PGLOG_BENCH_RUNS`, or 9 when measuring and 1 otherwise.
 pub fn runs() -> usize {
-    if measuring() {
-        7
-    } else {
-        1
-    }
+    std::env::var("PGLOG_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(if measuring() { 9 } else { 1 })
 }
 
-/// A server kept quiet for measuring: no autovacuum and no checkpoint during a run, so
-/// that background work does not land on whichever side happens to run next. Both sides
-/// of every comparison run on it.
+/// Settings of the measuring server, on top of throwaway-pg's own (`fsync=off`,
+/// `full_page_writes=off`): no autovacuum and no checkpoint during a run, so that
+/// background work does not land on whichever side happens to run next.
+pub const SERVER_SETTINGS: [(&str, &str); 3] = [
+    ("autovacuum", "off"),
+    ("max_wal_size", "8GB"),
+    ("checkpoint_timeout", "1h"),
+];
+
+/// A server kept quiet for measuring. Every side of every comparison runs on it.
 pub fn server() -> throwaway_pg::Server {
-    throwaway_pg::Builder::new()
-        .setting("autovacuum", "off")
-        .setting("max_wal_size", "8GB")
-        .setting("checkpoint_timeout", "1h")
+    SERVER_SETTINGS
+        .iter()
+        .fold(throwaway_pg::Builder::new(), |b, (k, v)| b.setting(k, v))
         .start()
         .expect("start a throwaway PostgreSQL")
 }
 
-/// Runs `ours` and `reference` `runs()` times each, alternating which goes first, and
-/// returns their medians.
-pub fn side_by_side(
-    mut ours: impl FnMut(usize) -> f64,
-    mut reference: impl FnMut(usize) -> f64,
-) -> (f64, f64) {
-    let (mut a, mut b) = (Vec::new(), Vec::new());
+/// Runs every system `runs()` times, one round at a time; each round starts with the next
+/// system, so that none always runs first (or right after the same neighbour). Returns
+/// each system's results, in the order given.
+pub fn rounds(mut systems: Vec<Box<dyn FnMut(usize) -> f64 + '_>>) -> Vec<Vec<f64>> {
+    let n = systems.len();
+    let mut results = vec![Vec::new(); n];
     for run in 0..runs() {
-        if run % 2 == 0 {
-            a.push(ours(run));
-            b.push(reference(run));
-        } else {
-            b.push(reference(run));
-            a.push(ours(run));
+        for k in 0..n {
+            let system = (run + k) % n;
+            results[system].push(systems[system](run));
         }
     }
-    (median(a), median(b))
+    results
 }
 
-pub fn median(mut values: Vec<f64>) -> f64 {
+pub fn median(values: &[f64]) -> f64 {
+    let mut values = values.to_vec();
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
 
-/// Creates `table` with pglog's DDL, so that references pay for the same indexes.
-pub fn create_table(dsn: &str, table: &str) {
-    let (logger, guard) = pglog::Builder::new()
+/// A blocking-mode logger that has created `table` (pglog's DDL) or panics.
+fn connected(dsn: &str, table: &str) -> (pglog::Logger, pglog::Guard) {
+    pglog::Builder::new()
         .dsn(dsn)
         .table(table)
         .require_database(true)
         .build()
-        .unwrap();
-    drop((logger, guard));
+        .unwrap()
 }
 
-/// The `data` pglog stores for event `i` of [`log_event`], as the references write it.
-pub fn reference_data(i: u64) -> String {
-    format!(
-        r#"{{"i": {i}, "pid": {}, "user": "bench", "code_file": "benches/common/mod.rs", "code_lineno": 54, "code_module": "batch::common"}}"#,
-        std::process::id()
-    )
+/// Creates `table` with pglog's DDL, so that references pay for the same indexes.
+pub fn create_table(dsn: &str, table: &str) {
+    drop(connected(dsn, table));
 }
 
+pub fn count_rows(dsn: &str, table: &str) -> u64 {
+    let count: i64 = postgres::Client::connect(dsn, postgres::NoTls)
+        .unwrap()
+        .query_one(&format!("SELECT count(*) FROM \"{table}\""), &[])
+        .unwrap()
+        .get(0);
+    count as u64
+}
+
+/// The event every benchmark logs; `i` makes each row distinct.
 pub fn log_event(logger: &pglog::Logger, i: u64) {
     log::info!(logger: logger, i, user = "bench"; "benchmark event");
+}
+
+/// The `data` pglog stores for [`log_event`], as text, split around the value of `i`, so
+/// that references write exactly the same JSON (keys, location, pid) with their own `i`.
+pub struct ReferenceData {
+    before: String,
+    after: String,
+}
+
+impl ReferenceData {
+    /// Logs one event into a scratch table and reads back what pglog stored.
+    pub fn read(dsn: &str) -> ReferenceData {
+        let table = "reference_data";
+        let (logger, guard) = connected(dsn, table);
+        log_event(&logger, 0);
+        drop(guard);
+        let stored: String = postgres::Client::connect(dsn, postgres::NoTls)
+            .unwrap()
+            .query_one(&format!("SELECT data::text FROM \"{table}\""), &[])
+            .unwrap()
+            .get(0);
+        let (before, after) = stored
+            .split_once("\"i\": 0")
+            .unwrap_or_else(|| panic!("no \"i\": 0 in {stored}"));
+        ReferenceData {
+            before: format!("{before}\"i\": "),
+            after: after.to_owned(),
+        }
+    }
+
+    /// The JSON of event `i`, or with `i` given as SQL or pgbench text.
+    pub fn with(&self, i: impl std::fmt::Display) -> String {
+        format!("{}{i}{}", self.before, self.after)
+    }
 }
 
 pub fn open_levels() {
@@ -111,12 +155,4 @@ pub fn run_pg_tool(server: &throwaway_pg::Server, tool: &str, args: &[&str]) -> 
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
-}
-
-pub fn print_table(title: &str, rows: &[(&str, f64, f64)]) {
-    println!("\n{title}");
-    println!("{:<48} {:>12} {:>7}", "system", "events/s", "ratio");
-    for (name, rate, reference) in rows {
-        println!("{name:<48} {rate:>12.0} {:>7.2}", rate / reference);
-    }
 }
