@@ -22,7 +22,7 @@
 //! | `timestamp` | the time of the log call, UTC, microseconds |
 //! | `level` | `error`, `warning`, `info`, `debug` or `trace` |
 //! | `event` | the formatted message |
-//! | `func`, `scope` | the key-values `func` and `scope` |
+//! | `func`, `scope` | the key-values `func` and `scope`; without a `scope` key-value, the thread's current [`scope`] |
 //! | `data` | every other key-value with its JSON type, `code_module`, `code_file`, `code_lineno`, `pid`, and `target` when it is not the module path |
 //!
 //! # Configuration
@@ -77,6 +77,7 @@ mod guard;
 mod logger;
 mod render;
 mod schema;
+mod scope;
 mod sink;
 mod stats;
 mod tls;
@@ -87,6 +88,7 @@ pub use error::Error;
 pub use guard::Guard;
 pub use log;
 pub use logger::Logger;
+pub use scope::{scope, Scope};
 pub use sink::Overflow;
 pub use stats::Stats;
 

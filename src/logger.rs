@@ -9,6 +9,7 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use crate::fallback::{self, RateLimit};
 use crate::render::{render, Row};
+use crate::scope;
 use crate::sink::Sink;
 use crate::stats::{Counters, Stats};
 
@@ -154,6 +155,9 @@ impl Log for Logger {
                 return;
             }
         };
+        if row.scope.is_none() {
+            row.scope = scope::current();
+        }
         if row.level <= self.core.echo {
             fallback::event(&row);
             row.echoed = true;

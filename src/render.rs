@@ -200,7 +200,7 @@ fn display(value: &dyn std::fmt::Display) -> String {
 }
 
 /// Replaces NUL, which PostgreSQL cannot store in text, by a visible stand-in.
-fn storable(text: String) -> String {
+pub(crate) fn storable(text: String) -> String {
     if text.contains('\0') {
         text.replace('\0', &NUL_STANDIN.to_string())
     } else {

@@ -326,3 +326,44 @@ fn synchronous_commit_off_applies_to_pglogs_sessions() {
         [serde_json::json!("on"), serde_json::json!("off")]
     );
 }
+
+#[test]
+fn scopes_fill_the_scope_column_of_their_thread() {
+    open_levels();
+    let dsn = fresh_db("scopes");
+    let (logger, guard) = builder(&dsn, "scope_logs").build().unwrap();
+    log::info!(logger: &logger, "before");
+    {
+        let _import = pglog::scope("import");
+        log::info!(logger: &logger, "in import");
+        {
+            let _rows = pglog::scope("rows");
+            log::info!(logger: &logger, "nested");
+            log::info!(logger: &logger, scope = "explicit"; "key-value wins");
+        }
+        log::info!(logger: &logger, "back in import");
+        std::thread::scope(|s| {
+            s.spawn(|| log::info!(logger: &logger, "other thread"));
+        });
+    }
+    log::info!(logger: &logger, "after");
+    drop(guard);
+    let got: Vec<(String, Option<String>)> = rows(&dsn, "scope_logs")
+        .into_iter()
+        .map(|r| (r.event, r.scope))
+        .collect();
+    let want = [
+        ("before", None),
+        ("in import", Some("import")),
+        ("nested", Some("rows")),
+        ("key-value wins", Some("explicit")),
+        ("back in import", Some("import")),
+        ("other thread", None),
+        ("after", None),
+    ];
+    let want: Vec<(String, Option<String>)> = want
+        .iter()
+        .map(|(e, s)| (e.to_string(), s.map(str::to_owned)))
+        .collect();
+    assert_eq!(got, want);
+}
