@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::render::Row;
+use crate::stats::Counters;
 
 /// Writes an event that could not be stored, as one readable line:
 /// `<UTC time> <LEVEL> <target>: <message> <key-values as JSON>`.
@@ -26,18 +27,18 @@ pub(crate) fn event(row: &Row) {
 }
 
 pub(crate) fn format_event(row: &Row) -> String {
-    let data = row.data();
-    let mut fields = data.clone();
+    let mut fields = row.data();
+    let target = ["target", "code_module"]
+        .iter()
+        .find_map(|k| fields.get(*k).and_then(|v| v.as_str()))
+        .unwrap_or("-")
+        .to_owned();
     if let Some(func) = &row.func {
         fields.insert("func".to_owned(), func.as_str().into());
     }
     if let Some(scope) = &row.scope {
         fields.insert("scope".to_owned(), scope.as_str().into());
     }
-    let target = ["target", "code_module"]
-        .iter()
-        .find_map(|k| data.get(*k).and_then(|v| v.as_str()))
-        .unwrap_or("-");
     let mut line = String::with_capacity(row.event.len() + 128);
     let _ = write!(
         line,
@@ -48,6 +49,13 @@ pub(crate) fn format_event(row: &Row) -> String {
         serde_json::Value::Object(fields)
     );
     line
+}
+
+/// Sends an event that will not be stored to stderr, counting it: every path that gives
+/// up on the table ends here.
+pub(crate) fn divert(row: &Row, counters: &Counters) {
+    Counters::add(&counters.fallback, 1);
+    event(row);
 }
 
 /// Writes one of pglog's own notices: `pglog: <message>`.

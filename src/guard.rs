@@ -44,7 +44,7 @@ impl Drop for Guard {
     /// Flushes, and in batch mode stops the writer: waits at most the flush timeout,
     /// then sends whatever is still queued to stderr. Never silently away.
     fn drop(&mut self) {
-        self.core.sink.close(&self.core.counters);
+        self.core.sink.close();
     }
 }
 

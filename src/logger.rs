@@ -4,11 +4,11 @@ use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use crate::fallback::{self, RateLimit};
-use crate::render::{render, Row};
+use crate::render::render;
 use crate::scope;
 use crate::sink::Sink;
 use crate::stats::{Counters, Stats};
@@ -70,16 +70,10 @@ impl Logger {
         self.core.stats()
     }
 
-    fn side_channel(&self, record: &Record<'_>) {
+    fn side_channel(&self, record: &Record<'_>, now: DateTime<Utc>) {
         if record.level() <= Level::Warn {
-            let row = render(record, Utc::now());
-            self.to_fallback(&row);
+            fallback::divert(&render(record, now), &self.core.counters);
         }
-    }
-
-    fn to_fallback(&self, row: &Row) {
-        Counters::add(&self.core.counters.fallback, 1);
-        fallback::event(row);
     }
 }
 
@@ -126,7 +120,7 @@ impl Log for Logger {
         }
         let now = Utc::now();
         if is_driver(record.target()) || WRITING.with(Cell::get) {
-            self.side_channel(record);
+            self.side_channel(record, now);
             return;
         }
         let _writing = Writing::enter();
@@ -151,7 +145,7 @@ impl Log for Logger {
                     .file(record.file())
                     .line(record.line())
                     .build();
-                self.to_fallback(&render(&placeholder, now));
+                fallback::divert(&render(&placeholder, now), &self.core.counters);
                 return;
             }
         };

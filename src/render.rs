@@ -230,12 +230,7 @@ fn storable_fields(fields: Vec<u8>) -> Vec<u8> {
         Ok(Json::Object(map)) => {
             let mut clean = Vec::with_capacity(fields.len());
             for (key, value) in storable_map(map) {
-                if !clean.is_empty() {
-                    clean.push(b',');
-                }
-                write_json(&mut clean, &key);
-                clean.push(b':');
-                write_json(&mut clean, &value);
+                push_member(&mut clean, &key, &value);
             }
             clean
         }
@@ -279,12 +274,19 @@ fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 
 /// Appends `"key":<value>` to the members in `fields`.
 fn push_member<T: serde::Serialize + ?Sized>(fields: &mut Vec<u8>, key: &str, value: &T) {
-    if !fields.is_empty() {
+    push_key(fields, key);
+    write_json(fields, value);
+}
+
+/// Appends `"key":`, after a comma unless it is the first member.
+fn push_key(fields: &mut Vec<u8>, key: &str) {
+    if fields.is_empty() {
+        fields.reserve(96);
+    } else {
         fields.push(b',');
     }
     write_json(fields, key);
     fields.push(b':');
-    write_json(fields, value);
 }
 
 struct Fields {
@@ -314,13 +316,7 @@ fn text(value: &Value<'_>) -> String {
 /// Appends `"key":<value>`, keeping the value's JSON type; a value that cannot be
 /// serialized is stored as its text.
 fn push_value(fields: &mut Vec<u8>, key: &str, value: &Value<'_>) {
-    if fields.is_empty() {
-        fields.reserve(96);
-    } else {
-        fields.push(b',');
-    }
-    write_json(fields, key);
-    fields.push(b':');
+    push_key(fields, key);
     let mark = fields.len();
     // serde_json panics (rather than erring) when a `Display` impl returns an error;
     // contain it here so that one bad value does not cost the whole event.

@@ -68,8 +68,6 @@ pub(crate) struct Batch {
     tx: Sender<Msg>,
     /// Kept to take back what the writer leaves behind when it stops or is too slow.
     rx: Receiver<Msg>,
-    overflow: Overflow,
-    flush_timeout: Duration,
     closed: AtomicBool,
     worker: Mutex<Option<JoinHandle<()>>>,
     writer: Arc<Writer>,
@@ -98,7 +96,7 @@ impl Batch {
             room_freed: Condvar::new(),
             panic_notice: RateLimit::new(NOTICE_INTERVAL),
             counters: Arc::clone(counters),
-            settings: settings.clone(),
+            settings,
         });
         let worker = {
             let (rx, writer) = (rx.clone(), Arc::clone(&writer));
@@ -109,8 +107,6 @@ impl Batch {
         let batch = Batch {
             tx,
             rx,
-            overflow: settings.overflow,
-            flush_timeout: settings.flush_timeout,
             closed: AtomicBool::new(false),
             worker: Mutex::new(None),
             writer,
@@ -137,19 +133,20 @@ impl Batch {
     }
 
     /// Queues `row`; never touches the network.
-    pub fn enqueue(&self, row: Row, counters: &Counters) {
+    pub fn enqueue(&self, row: Row) {
+        let counters = &*self.writer.counters;
         if self.closed.load(Ordering::Acquire) {
-            to_fallback(&row, counters);
+            fallback::divert(&row, counters);
             return;
         }
-        match self.overflow {
+        match self.writer.settings.overflow {
             Overflow::Block(wait) => match self.send_within(Msg::Row(row), wait) {
                 Ok(()) => {}
                 Err(msg) => {
                     self.full_notice.notice(|| {
                         format!("the batch queue stayed full for {wait:?}; events that could not wait went to stderr")
                     });
-                    self.take_back(msg, counters);
+                    self.take_back(msg);
                 }
             },
             Overflow::Drop => match self.tx.try_send(Msg::Row(row)) {
@@ -159,12 +156,12 @@ impl Batch {
                     self.full_notice
                         .notice(|| "the batch queue is full; dropping events (counted in the guard's stats)".to_owned());
                 }
-                Err(TrySendError::Disconnected(msg)) => self.take_back(msg, counters),
+                Err(TrySendError::Disconnected(msg)) => self.take_back(msg),
             },
         }
         // Closed while we were sending: the writer may be gone, so nothing may stay queued.
         if self.closed.load(Ordering::Acquire) {
-            self.drain(counters);
+            self.drain();
         }
     }
 
@@ -211,7 +208,7 @@ impl Batch {
             return;
         }
         let (ack, done) = bounded(1);
-        let deadline = Instant::now() + self.flush_timeout;
+        let deadline = Instant::now() + self.writer.settings.flush_timeout;
         if self.tx.send_deadline(Msg::Flush(ack), deadline).is_ok() {
             let _ = done.recv_deadline(deadline);
         }
@@ -219,36 +216,36 @@ impl Batch {
 
     /// Stops the writer after it has written what is queued, waiting at most the flush
     /// timeout; whatever is left then goes to stderr. Later events go to stderr too.
-    pub fn close(&self, counters: &Counters) {
+    pub fn close(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
+        let flush_timeout = self.writer.settings.flush_timeout;
         let (ack, done) = bounded(1);
-        let deadline = Instant::now() + self.flush_timeout;
+        let deadline = Instant::now() + flush_timeout;
         let stopped = self.tx.send_deadline(Msg::Stop(ack), deadline).is_ok()
             && done.recv_deadline(deadline).is_ok();
-        self.drain(counters);
+        self.drain();
         if stopped {
             if let Some(handle) = self.worker.lock().take() {
                 let _ = handle.join();
             }
         } else {
             fallback::notice(&format!(
-                "the writer did not finish within {:?}; what was still queued went to stderr",
-                self.flush_timeout
+                "the writer did not finish within {flush_timeout:?}; what was still queued went to stderr"
             ));
         }
     }
 
-    fn drain(&self, counters: &Counters) {
+    fn drain(&self) {
         while let Ok(msg) = self.rx.try_recv() {
-            self.take_back(msg, counters);
+            self.take_back(msg);
         }
     }
 
-    fn take_back(&self, msg: Msg, counters: &Counters) {
+    fn take_back(&self, msg: Msg) {
         match msg {
-            Msg::Row(row) => to_fallback(&row, counters),
+            Msg::Row(row) => fallback::divert(&row, &self.writer.counters),
             Msg::Flush(ack) | Msg::Stop(ack) => {
                 let _ = ack.send(());
             }
@@ -258,14 +255,8 @@ impl Batch {
 
 impl Drop for Batch {
     fn drop(&mut self) {
-        let counters = Arc::clone(&self.writer.counters);
-        self.close(&counters);
+        self.close();
     }
-}
-
-fn to_fallback(row: &Row, counters: &Counters) {
-    Counters::add(&counters.fallback, 1);
-    fallback::event(row);
 }
 
 impl Writer {
@@ -311,7 +302,7 @@ impl Writer {
                     "the batch writer panicked; its batch was written to stderr".to_owned()
                 });
                 for row in batch.drain(..) {
-                    to_fallback(&row, &self.counters);
+                    fallback::divert(&row, &self.counters);
                 }
             }
             for ack in acks.drain(..) {
@@ -354,7 +345,7 @@ impl Writer {
             }
             Err(Failure::Unavailable | Failure::Lost) => {
                 for row in batch.iter() {
-                    to_fallback(row, &self.counters);
+                    fallback::divert(row, &self.counters);
                 }
             }
         }
@@ -365,7 +356,7 @@ impl Writer {
         if self.db.insert(row) {
             Counters::add(&self.counters.written, 1);
         } else {
-            to_fallback(row, &self.counters);
+            fallback::divert(row, &self.counters);
         }
     }
 }

@@ -1,17 +1,23 @@
 //! The default sink: one INSERT per event, on the caller's thread, on a pooled session.
 
-use super::database::Database;
-use crate::fallback;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use super::database::{Database, NOTICE_INTERVAL};
+use crate::fallback::{self, RateLimit};
 use crate::render::Row;
 use crate::stats::Counters;
 
 pub(crate) struct Blocking {
     db: Database,
+    panic_notice: RateLimit,
 }
 
 impl Blocking {
     pub fn new(db: Database) -> Blocking {
-        Blocking { db }
+        Blocking {
+            db,
+            panic_notice: RateLimit::new(NOTICE_INTERVAL),
+        }
     }
 
     pub fn database(&self) -> &Database {
@@ -36,14 +42,20 @@ impl Blocking {
         if stored {
             Counters::add(&counters.written, 1);
         } else {
-            Counters::add(&counters.fallback, 1);
-            fallback::event(row);
+            fallback::divert(row, counters);
         }
     }
 
     /// `true` when the row is committed; otherwise the caller sends it to the fallback.
+    /// The driver runs on this thread: should it panic, the event still lands somewhere
+    /// and the caller carries on.
     fn try_write(&self, row: &Row) -> bool {
-        self.db.insert(row)
+        catch_unwind(AssertUnwindSafe(|| self.db.insert(row))).unwrap_or_else(|_| {
+            self.panic_notice.notice(|| {
+                "the database writer panicked; the event was written to stderr".to_owned()
+            });
+            false
+        })
     }
 }
 

@@ -14,7 +14,7 @@ const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 /// pglog's columns: timestamp, level, event, func, scope, data.
 const FIELDS: i16 = 6;
 /// JSONB's binary form starts with its format version.
-const JSONB_VERSION: u8 = 1;
+pub(super) const JSONB_VERSION: u8 = 1;
 
 pub(crate) fn header(out: &mut Vec<u8>) {
     out.extend_from_slice(SIGNATURE);

@@ -12,19 +12,17 @@ pub use batch::Overflow;
 pub(crate) use database::PoolSettings;
 pub(crate) use session::SessionConfig;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use batch::Batch;
 use blocking::Blocking;
-use database::{Database, NOTICE_INTERVAL};
+use database::Database;
 
-use crate::fallback::{self, RateLimit};
+use crate::fallback;
 use crate::render::Row;
 use crate::stats::Counters;
 
 pub(crate) enum Sink {
     /// One INSERT per event on the caller's thread.
-    Blocking(Blocking, RateLimit),
+    Blocking(Blocking),
     /// A bounded queue and a writer thread.
     Batch(Batch),
     /// PostgreSQL turned off (stogger's `enable_postgres = false`) or unusable by
@@ -45,7 +43,7 @@ impl Sink {
         let db = Database::start(driver, session, pool, counters);
         match batch {
             Some(settings) => Sink::Batch(Batch::start(db, settings, counters)),
-            None => Sink::Blocking(Blocking::new(db), RateLimit::new(NOTICE_INTERVAL)),
+            None => Sink::Blocking(Blocking::new(db)),
         }
     }
 
@@ -56,7 +54,7 @@ impl Sink {
 
     fn db(&self) -> Option<&Database> {
         match self {
-            Sink::Blocking(sink, _) => Some(sink.database()),
+            Sink::Blocking(sink) => Some(sink.database()),
             Sink::Batch(sink) => Some(sink.database()),
             Sink::Stderr => None,
         }
@@ -64,22 +62,9 @@ impl Sink {
 
     pub fn write(&self, row: Row, counters: &Counters) {
         match self {
-            Sink::Blocking(sink, panic_notice) => {
-                // The driver runs on this thread; should it panic, the event still lands
-                // somewhere and the caller carries on.
-                if catch_unwind(AssertUnwindSafe(|| sink.write(&row, counters))).is_err() {
-                    panic_notice.notice(|| {
-                        "the database writer panicked; the event was written to stderr".to_owned()
-                    });
-                    Counters::add(&counters.fallback, 1);
-                    fallback::event(&row);
-                }
-            }
-            Sink::Batch(sink) => sink.enqueue(row, counters),
-            Sink::Stderr => {
-                Counters::add(&counters.fallback, 1);
-                fallback::event(&row);
-            }
+            Sink::Blocking(sink) => sink.write(&row, counters),
+            Sink::Batch(sink) => sink.enqueue(row),
+            Sink::Stderr => fallback::divert(&row, counters),
         }
     }
 
@@ -95,9 +80,9 @@ impl Sink {
 
     /// Flushes and stops background work; events logged later go to stderr (batch) or
     /// are written as before (blocking).
-    pub fn close(&self, counters: &Counters) {
+    pub fn close(&self) {
         match self {
-            Sink::Batch(sink) => sink.close(counters),
+            Sink::Batch(sink) => sink.close(),
             Sink::Blocking(..) | Sink::Stderr => {}
         }
     }

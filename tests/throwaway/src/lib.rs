@@ -423,14 +423,7 @@ impl Server {
     /// is not running.
     pub fn stop(&self, mode: &str) -> Result<(), Error> {
         let mut state = self.lock_state();
-        let mut cmd = self.pg_command("pg_ctl");
-        cmd.arg("-D").arg(&self.data_dir).arg("-m").arg(mode).args([
-            "-w",
-            "-t",
-            PG_CTL_TIMEOUT,
-            "stop",
-        ]);
-        let result = run(cmd, "pg_ctl stop");
+        let result = run(self.pg_ctl_stop(mode), "pg_ctl stop");
         state.running = self.pg_ctl_status();
         result.map(drop)
     }
@@ -442,16 +435,7 @@ impl Server {
     pub fn restart(&self) -> Result<(), Error> {
         let mut state = self.lock_state();
         if self.pg_ctl_status() {
-            let mut cmd = self.pg_command("pg_ctl");
-            cmd.arg("-D").arg(&self.data_dir).args([
-                "-m",
-                "fast",
-                "-w",
-                "-t",
-                PG_CTL_TIMEOUT,
-                "stop",
-            ]);
-            run(cmd, "pg_ctl stop")?;
+            run(self.pg_ctl_stop("fast"), "pg_ctl stop")?;
         }
         let result = self.pg_ctl_start().map_err(|e| e.error);
         state.running = result.is_ok() || self.pg_ctl_status();
@@ -602,6 +586,15 @@ impl Server {
         })
     }
 
+    /// `pg_ctl stop` in `mode`, waiting (boundedly) until the server is gone.
+    fn pg_ctl_stop(&self, mode: &str) -> Command {
+        let mut cmd = self.pg_command("pg_ctl");
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .args(["-m", mode, "-w", "-t", PG_CTL_TIMEOUT, "stop"]);
+        cmd
+    }
+
     fn pg_ctl_status(&self) -> bool {
         let mut cmd = self.pg_command("pg_ctl");
         cmd.arg("-D").arg(&self.data_dir).arg("status");
@@ -612,16 +605,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if self.data_dir.join("postmaster.pid").exists() {
-            let mut cmd = self.pg_command("pg_ctl");
-            cmd.arg("-D").arg(&self.data_dir).args([
-                "-m",
-                "immediate",
-                "-w",
-                "-t",
-                PG_CTL_TIMEOUT,
-                "stop",
-            ]);
-            let _ = cmd.output();
+            let _ = self.pg_ctl_stop("immediate").output();
         }
         let _ = fs::remove_dir_all(&self.root_dir);
         let _ = fs::remove_dir_all(&self.socket_dir);
