@@ -11,7 +11,10 @@ use crate::dsn::{self, Resolved};
 use crate::fallback::{self, RateLimit};
 use crate::logger::{Core, Logger};
 use crate::schema::Table;
-use crate::sink::{BatchSettings, Overflow, PoolSettings, SessionConfig, Sink};
+use crate::sink::{
+    BatchSettings, Endpoint, NoticeHandler, Overflow, PoolSettings, SessionConfig, SessionSettings,
+    Sink,
+};
 use crate::stats::Counters;
 use crate::tls::{self, RootCert};
 use crate::{Error, Guard};
@@ -78,6 +81,8 @@ pub struct Builder {
     pool_wait: Duration,
     connect_timeout: Duration,
     statement_timeout: Duration,
+    idle_timeout: Duration,
+    prepared_statements: bool,
     root_cert: Option<PathBuf>,
     batch: bool,
     batch_settings: BatchSettings,
@@ -111,6 +116,8 @@ impl Builder {
             pool_wait: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(30),
+            prepared_statements: true,
             root_cert: None,
             synchronous_commit: true,
             echo: LevelFilter::Off,
@@ -273,6 +280,8 @@ impl Builder {
             pool_wait_ms,
             connect_timeout_ms,
             statement_timeout_ms,
+            idle_timeout_ms,
+            prepared_statements,
             root_cert,
             batch,
             queue_capacity,
@@ -302,6 +311,8 @@ impl Builder {
         self.pool_wait = pool_wait_ms.map_or(self.pool_wait, ms);
         self.connect_timeout = connect_timeout_ms.map_or(self.connect_timeout, ms);
         self.statement_timeout = statement_timeout_ms.map_or(self.statement_timeout, ms);
+        self.idle_timeout = idle_timeout_ms.map_or(self.idle_timeout, ms);
+        self.prepared_statements = prepared_statements.unwrap_or(self.prepared_statements);
         self.root_cert = root_cert.or(self.root_cert);
         self.batch = batch.unwrap_or(self.batch);
         let settings = &mut self.batch_settings;
@@ -402,10 +413,36 @@ impl Builder {
         self
     }
 
-    /// The server-side bound on each statement pglog runs (default 2 s): a locked table or
-    /// a stuck server cannot hold a log call longer than this.
+    /// The bound on each statement pglog runs (default 2 s): a locked table, a frozen
+    /// server or a network that drops packets cannot hold a log call longer than this
+    /// plus 250 ms (to cancel the statement and hear back). A blocking log call waits at
+    /// most [`pool_wait`](Builder::pool_wait) plus this plus 250 ms in all.
     pub fn statement_timeout(mut self, timeout: Duration) -> Builder {
         self.statement_timeout = timeout;
+        self
+    }
+
+    /// How long a session may stay idle before pglog closes it (default 30 s). An idle
+    /// program then holds no server connection (so `pg_ctl stop -m smart` is not kept
+    /// waiting, nor a pooler's slot taken), at the price of one connect for its next event.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Builder {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Whether pglog may use named prepared statements, `COPY` and session settings on a
+    /// session proven to reach the server directly (default `true`).
+    ///
+    /// Behind a transaction pooler (pgbouncer in transaction or statement mode, pgcat,
+    /// Supavisor, RDS Proxy) these would be shared with other programs: a named
+    /// statement could run another program's SQL, a setting would change its session. So
+    /// pglog proves each session direct first (the backend that announced itself at
+    /// startup is the one answering) and uses one unnamed statement per write on every
+    /// other session, whatever this says. `false` uses unnamed statements everywhere:
+    /// the same safety, at a small cost per event on direct connections (see the
+    /// benchmarks) and without `COPY` in batch mode.
+    pub fn prepared_statements(mut self, allow: bool) -> Builder {
+        self.prepared_statements = allow;
         self
     }
 
@@ -465,6 +502,7 @@ impl Builder {
             ("pool_wait", self.pool_wait),
             ("connect_timeout", self.connect_timeout),
             ("statement_timeout", self.statement_timeout),
+            ("idle_timeout", self.idle_timeout),
             ("flush_timeout", self.batch_settings.flush_timeout),
         ] {
             if value.is_zero() {
@@ -533,21 +571,25 @@ impl Builder {
             .get_connect_timeout()
             .copied()
             .unwrap_or(self.connect_timeout);
-        let session = SessionConfig {
-            target: dsn::describe(&driver),
+        let target = dsn::describe(&driver);
+        let session = SessionConfig::new(
+            Endpoint::new(driver, transport, connect_timeout),
             table,
-            create_table: self.create_table,
-            statement_timeout: self.statement_timeout,
-            synchronous_commit: self.synchronous_commit,
-            transport,
-        };
+            target,
+            SessionSettings {
+                create_table: self.create_table,
+                statement_timeout: self.statement_timeout,
+                synchronous_commit: self.synchronous_commit,
+                prepared_statements: self.prepared_statements,
+            },
+            server_warnings(),
+        );
         let pool = PoolSettings {
-            size: self.pool_size,
-            wait: self.pool_wait,
-            connect_timeout,
+            size: self.pool_size as usize,
+            idle_timeout: self.idle_timeout,
         };
         let batch = self.batch.then(|| self.batch_settings.clone());
-        let sink = Sink::database(driver, session, pool, batch, counters);
+        let sink = Sink::database(session, pool, self.pool_wait, batch, counters);
         if self.require_database {
             if let Some(why) = sink.startup_error() {
                 return Err(Error::DatabaseUnavailable(why));
@@ -579,6 +621,17 @@ impl Builder {
     }
 }
 
+/// The server's warnings, told to the operator (rate-limited). The driver's default
+/// sends notices to `log`, that is, back into pglog.
+fn server_warnings() -> Box<NoticeHandler> {
+    let limit = RateLimit::new(Duration::from_secs(30));
+    Box::new(move |notice: &tokio_postgres::error::DbError| {
+        if notice.severity() == "WARNING" {
+            limit.notice(|| format!("server warning: {}", notice.message()));
+        }
+    })
+}
+
 impl std::fmt::Debug for Builder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The DSN may carry a password: show only whether one is set.
@@ -594,6 +647,8 @@ impl std::fmt::Debug for Builder {
             .field("pool_wait", &self.pool_wait)
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("prepared_statements", &self.prepared_statements)
             .field("root_cert", &self.root_cert)
             .field("synchronous_commit", &self.synchronous_commit)
             .field("echo", &self.echo)
@@ -654,6 +709,8 @@ mod tests {
             pool_wait_ms: NonZeroU64::new(70),
             connect_timeout_ms: NonZeroU64::new(700),
             statement_timeout_ms: NonZeroU64::new(7000),
+            idle_timeout_ms: NonZeroU64::new(8000),
+            prepared_statements: Some(false),
             root_cert: Some("/ca.pem".into()),
             batch: Some(true),
             queue_capacity: NonZeroUsize::new(9),
@@ -678,6 +735,8 @@ mod tests {
         assert_eq!(b.pool_wait, Duration::from_millis(70));
         assert_eq!(b.connect_timeout, Duration::from_millis(700));
         assert_eq!(b.statement_timeout, Duration::from_secs(7));
+        assert_eq!(b.idle_timeout, Duration::from_secs(8));
+        assert!(!b.prepared_statements);
         assert_eq!(b.root_cert, Some(PathBuf::from("/ca.pem")));
         assert!(b.batch);
         let s = &b.batch_settings;

@@ -99,8 +99,14 @@ pub struct Config {
     /// Longest a connection attempt takes, in milliseconds, unless the DSN sets
     /// `connect_timeout` (default 3000).
     pub connect_timeout_ms: Option<NonZeroU64>,
-    /// Server-side bound on every statement, in milliseconds (default 2000).
+    /// Bound on every statement, in milliseconds (default 2000).
     pub statement_timeout_ms: Option<NonZeroU64>,
+    /// A session idle this long is closed, in milliseconds (default 30,000).
+    pub idle_timeout_ms: Option<NonZeroU64>,
+    /// Use named prepared statements and `COPY` on sessions proven to reach the server
+    /// directly (default `true`; see
+    /// [`Builder::prepared_statements`](crate::Builder::prepared_statements)).
+    pub prepared_statements: Option<bool>,
     /// A PEM file with the certificate authorities that may sign the server's
     /// certificate; with it, the certificate and host name are verified (needs the
     /// `tls-rustls` feature).
@@ -204,6 +210,8 @@ impl Config {
     /// | `pool_wait_ms` | `PGLOG_POOL_WAIT_MS` | |
     /// | `connect_timeout_ms` | `PGLOG_CONNECT_TIMEOUT_MS` | |
     /// | `statement_timeout_ms` | `PGLOG_STATEMENT_TIMEOUT_MS` | |
+    /// | `idle_timeout_ms` | `PGLOG_IDLE_TIMEOUT_MS` | |
+    /// | `prepared_statements` | `PGLOG_PREPARED_STATEMENTS` | |
     /// | `root_cert` | `PGLOG_SSLROOTCERT` | |
     /// | `batch` | `PGLOG_BATCH` | |
     /// | `queue_capacity` | `PGLOG_QUEUE_CAPACITY` | |
@@ -264,6 +272,8 @@ impl Config {
             pool_wait_ms: over.pool_wait_ms.or(self.pool_wait_ms),
             connect_timeout_ms: over.connect_timeout_ms.or(self.connect_timeout_ms),
             statement_timeout_ms: over.statement_timeout_ms.or(self.statement_timeout_ms),
+            idle_timeout_ms: over.idle_timeout_ms.or(self.idle_timeout_ms),
+            prepared_statements: over.prepared_statements.or(self.prepared_statements),
             root_cert: over.root_cert.or(self.root_cert),
             batch: over.batch.or(self.batch),
             queue_capacity: over.queue_capacity.or(self.queue_capacity),
@@ -294,6 +304,8 @@ impl fmt::Debug for Config {
             .field("pool_wait_ms", &self.pool_wait_ms)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .field("idle_timeout_ms", &self.idle_timeout_ms)
+            .field("prepared_statements", &self.prepared_statements)
             .field("root_cert", &self.root_cert)
             .field("batch", &self.batch)
             .field("queue_capacity", &self.queue_capacity)
@@ -582,6 +594,16 @@ pub(crate) fn from_lookup(env: Lookup<'_>) -> Result<Config, Error> {
             &["PGLOG_STATEMENT_TIMEOUT_MS"],
             parse_non_zero,
         )?,
+        idle_timeout_ms: vars.parsed(
+            "idle_timeout_ms",
+            &["PGLOG_IDLE_TIMEOUT_MS"],
+            parse_non_zero,
+        )?,
+        prepared_statements: vars.parsed(
+            "prepared_statements",
+            &["PGLOG_PREPARED_STATEMENTS"],
+            parse_bool,
+        )?,
         root_cert: vars.text(&["PGLOG_SSLROOTCERT"]).map(PathBuf::from),
         batch: vars.parsed("batch", &["PGLOG_BATCH"], parse_bool)?,
         queue_capacity: vars.parsed("queue_capacity", &["PGLOG_QUEUE_CAPACITY"], parse_non_zero)?,
@@ -703,6 +725,8 @@ pub(crate) mod tests {
             pool_wait_ms = 250
             connect_timeout_ms = 1500
             statement_timeout_ms = 900
+            idle_timeout_ms = 1200
+            prepared_statements = false
             root_cert = "/etc/ssl/db-ca.pem"
             batch = true
             queue_capacity = 500
@@ -731,6 +755,8 @@ pub(crate) mod tests {
         want.pool_wait_ms = nz64(250);
         want.connect_timeout_ms = nz64(1500);
         want.statement_timeout_ms = nz64(900);
+        want.idle_timeout_ms = nz64(1200);
+        want.prepared_statements = Some(false);
         want.root_cert = Some("/etc/ssl/db-ca.pem".into());
         want.batch = Some(true);
         want.queue_capacity = NonZeroUsize::new(500);
@@ -813,6 +839,8 @@ pub(crate) mod tests {
             ("PGLOG_POOL_WAIT_MS", "100"),
             ("PGLOG_CONNECT_TIMEOUT_MS", "200"),
             ("PGLOG_STATEMENT_TIMEOUT_MS", "300"),
+            ("PGLOG_IDLE_TIMEOUT_MS", "400"),
+            ("PGLOG_PREPARED_STATEMENTS", "no"),
             ("PGLOG_SSLROOTCERT", "/ca.pem"),
             ("PGLOG_BATCH", "true"),
             ("PGLOG_QUEUE_CAPACITY", "64"),
@@ -837,6 +865,8 @@ pub(crate) mod tests {
         assert_eq!(c.pool_wait_ms, nz64(100));
         assert_eq!(c.connect_timeout_ms, nz64(200));
         assert_eq!(c.statement_timeout_ms, nz64(300));
+        assert_eq!(c.idle_timeout_ms, nz64(400));
+        assert_eq!(c.prepared_statements, Some(false));
         assert_eq!(c.root_cert, Some(PathBuf::from("/ca.pem")));
         assert_eq!(c.batch, Some(true));
         assert_eq!(c.queue_capacity, NonZeroUsize::new(64));

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use postgres::config::{Host, SslMode};
+use tokio_postgres::config::{Host, SslMode};
 
 use crate::config::Lookup;
 use crate::Error;
@@ -14,10 +14,15 @@ pub(crate) const PLACEHOLDER: &str = "%PASSWORD%";
 /// Where the password for [`PLACEHOLDER`] comes from, first set wins.
 pub(crate) const PASSWORD_VARS: [&str; 2] = ["PGLOG_PASSWORD", "STOGGER_POSTGRES_PASSWORD"];
 
+/// TCP keepalive probes: after this much quiet, then this often, this many times.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_RETRIES: u32 = 3;
+
 /// What a DSN came to.
 #[derive(Debug)]
 pub(crate) enum Resolved {
-    Ready(Box<postgres::Config>),
+    Ready(Box<tokio_postgres::Config>),
     /// The DSN asks for a password the environment does not give; says what to set.
     NoPassword(String),
 }
@@ -53,7 +58,7 @@ pub(crate) fn resolve(
             parse(&substitute_password(dsn, &password))?
         }
         Some(dsn) => parse(dsn)?,
-        None => postgres::Config::new(),
+        None => tokio_postgres::Config::new(),
     };
     if libpq_env {
         fill_from_libpq_env(
@@ -66,13 +71,26 @@ pub(crate) fn resolve(
         config.host(default_socket_dir());
     }
     if config.get_user().is_none() {
-        config.user(&os_user());
+        config.user(os_user());
     }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(connect_timeout);
     }
     if config.get_application_name().is_none() {
         config.application_name("pglog");
+    }
+    // Keepalives are on (libpq's default too), but the OS waits two hours of quiet before
+    // its first probe; pglog asks for earlier ones so that a vanished peer or a dropped
+    // NAT entry is noticed on an idle session, unless the DSN says otherwise.
+    let sets = |key| dsn.is_some_and(|d| sets_key(d, key));
+    if !sets("keepalives_idle") {
+        config.keepalives_idle(KEEPALIVE_IDLE);
+    }
+    if !sets("keepalives_interval") {
+        config.keepalives_interval(KEEPALIVE_INTERVAL);
+    }
+    if !sets("keepalives_retries") && !sets("keepalives_count") {
+        config.keepalives_retries(KEEPALIVE_RETRIES);
     }
     // libpq never uses TLS over a Unix socket, whatever sslmode says; the server would
     // refuse it, and `sslmode=require` would fail for nothing.
@@ -87,8 +105,8 @@ pub(crate) fn resolve(
     Ok(Resolved::Ready(Box::new(config)))
 }
 
-fn parse(dsn: &str) -> Result<postgres::Config, Error> {
-    dsn.parse::<postgres::Config>().map_err(|e| {
+fn parse(dsn: &str) -> Result<tokio_postgres::Config, Error> {
+    dsn.parse::<tokio_postgres::Config>().map_err(|e| {
         let cause = crate::error::chain(&e);
         let hint = if cause.contains("`sslmode`") {
             "; pglog takes sslmode disable, prefer or require, and verifies the server's \
@@ -212,7 +230,7 @@ fn sets_key(dsn: &str, key: &str) -> bool {
 
 /// libpq's environment fills what the DSN leaves out, and only that.
 fn fill_from_libpq_env(
-    config: &mut postgres::Config,
+    config: &mut tokio_postgres::Config,
     dsn_sets_sslmode: bool,
     env: Lookup<'_>,
 ) -> Result<(), Error> {
@@ -287,7 +305,7 @@ fn os_user() -> String {
 }
 
 /// `user@host:port/dbname`, for messages. Never includes the password.
-pub(crate) fn describe(config: &postgres::Config) -> String {
+pub(crate) fn describe(config: &tokio_postgres::Config) -> String {
     let hosts: Vec<String> = config
         .get_hosts()
         .iter()
@@ -321,14 +339,14 @@ mod tests {
     /// `key=value` string.
     const NASTY: &str = r#"p@ss:w/rd %2F?#&'"x"#;
 
-    fn ready(dsn: Option<&str>, vars: &[(&str, &str)], libpq_env: bool) -> postgres::Config {
+    fn ready(dsn: Option<&str>, vars: &[(&str, &str)], libpq_env: bool) -> tokio_postgres::Config {
         match resolve(dsn, T, &env(vars), libpq_env).unwrap() {
             Resolved::Ready(config) => *config,
             Resolved::NoPassword(why) => panic!("{why}"),
         }
     }
 
-    fn plain(dsn: &str) -> postgres::Config {
+    fn plain(dsn: &str) -> tokio_postgres::Config {
         ready(Some(dsn), &[], false)
     }
 
@@ -383,7 +401,7 @@ mod tests {
         assert_eq!(c.get_ssl_mode(), SslMode::Disable);
     }
 
-    fn plain_none() -> postgres::Config {
+    fn plain_none() -> tokio_postgres::Config {
         ready(None, &[], false)
     }
 
@@ -571,7 +589,7 @@ mod tests {
         assert_eq!(describe(&c), "u@a:5000,b:5001/d");
         assert_eq!(
             c.get_target_session_attrs(),
-            postgres::config::TargetSessionAttrs::ReadWrite
+            tokio_postgres::config::TargetSessionAttrs::ReadWrite
         );
     }
 

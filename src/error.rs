@@ -103,7 +103,7 @@ mod tests {
     #[test]
     fn chain_shows_every_cause() {
         let parse = "host=h port=notaport"
-            .parse::<postgres::Config>()
+            .parse::<tokio_postgres::Config>()
             .unwrap_err();
         assert_eq!(
             chain(&parse),

@@ -58,6 +58,21 @@ pub(crate) fn divert(row: &Row, counters: &Counters) {
     event(row);
 }
 
+/// Like [`divert`], for an event whose write was sent and never answered: it may be in
+/// the table as well. Its line says so (`"pglog_outcome":"unknown"`), so that a reader
+/// (or a replay) can tell.
+pub(crate) fn divert_uncertain(row: &Row, counters: &Counters) {
+    Counters::add(&counters.uncertain, 1);
+    let mut line = format_event(row);
+    if line.ends_with('}') {
+        line.pop();
+        line.push_str(if line.ends_with('{') { "" } else { "," });
+        line.push_str("\"pglog_outcome\":\"unknown\"}");
+    }
+    // Printed even when echoed: the echo did not say the write was in doubt.
+    write_line(&line);
+}
+
 /// Writes one of pglog's own notices: `pglog: <message>`.
 pub(crate) fn notice(message: &str) {
     write_line(&format!("pglog: {message}"));

@@ -73,6 +73,7 @@ mod config;
 mod dsn;
 mod error;
 mod fallback;
+mod fork;
 mod guard;
 mod logger;
 mod render;

@@ -73,6 +73,8 @@ impl Logger {
     fn side_channel(&self, record: &Record<'_>, now: DateTime<Utc>) {
         if record.level() <= Level::Warn {
             fallback::divert(&render(record, now), &self.core.counters);
+        } else {
+            Counters::add(&self.core.counters.dropped, 1);
         }
     }
 }
@@ -118,6 +120,7 @@ impl Log for Logger {
         if !self.filter.matches(record) {
             return;
         }
+        Counters::add(&self.core.counters.logged, 1);
         let now = Utc::now();
         if is_driver(record.target()) || WRITING.with(Cell::get) {
             self.side_channel(record, now);

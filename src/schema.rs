@@ -3,8 +3,11 @@
 //! The layout and index names are stogger-postgres's, so that Python and Rust programs
 //! sharing a table create the same objects, not twins.
 
-use postgres::error::SqlState;
-use postgres::Client;
+use std::time::Duration;
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
+use tokio_postgres::Client;
 
 use crate::Error;
 
@@ -21,6 +24,14 @@ const INDEXES: [(&str, &str); 4] = [
 
 /// The columns pglog writes, in the order of its INSERT and COPY parameters.
 const COLUMNS: &str = "(\"timestamp\", \"level\", \"event\", \"func\", \"scope\", \"data\")";
+
+/// The type of the table's `data` column (no row when the table or column is missing).
+pub(crate) const DATA_TYPE_SQL: &str = "SELECT format_type(a.atttypid, NULL) FROM pg_attribute a \
+     WHERE a.attrelid = to_regclass($1) AND a.attname = 'data' AND a.attnum > 0 AND NOT a.attisdropped";
+
+/// Makes the statement's own commit skip the WAL flush wait, without touching the
+/// session (`set_config(.., true)` lasts for the statement's implicit transaction).
+const ASYNC_COMMIT: &str = "(SELECT set_config('synchronous_commit', 'off', true)) AS pglog_commit";
 
 /// The longest index name decides how long a table name may be.
 const LONGEST_SUFFIX: usize = "timestamp".len();
@@ -90,11 +101,27 @@ impl Table {
         })
     }
 
-    pub fn insert_sql(&self) -> String {
-        format!(
-            "INSERT INTO {} {COLUMNS} VALUES ($1, $2, $3, $4, $5, $6)",
-            self.quoted()
-        )
+    /// One row. `asynchronous`: its commit does not wait for the WAL flush.
+    pub fn insert_sql(&self, asynchronous: bool) -> String {
+        let table = self.quoted();
+        if asynchronous {
+            format!(
+                "INSERT INTO {table} {COLUMNS} SELECT $1, $2, $3, $4, $5, $6 FROM {ASYNC_COMMIT}"
+            )
+        } else {
+            format!("INSERT INTO {table} {COLUMNS} VALUES ($1, $2, $3, $4, $5, $6)")
+        }
+    }
+
+    /// Many rows in one statement: each parameter is an array holding one column.
+    pub fn insert_many_sql(&self, asynchronous: bool) -> String {
+        let table = self.quoted();
+        let rows = "unnest($1, $2, $3, $4, $5, $6) AS u";
+        if asynchronous {
+            format!("INSERT INTO {table} {COLUMNS} SELECT u.* FROM {rows}, {ASYNC_COMMIT}")
+        } else {
+            format!("INSERT INTO {table} {COLUMNS} SELECT u.* FROM {rows}")
+        }
     }
 
     pub fn copy_sql(&self) -> String {
@@ -110,31 +137,43 @@ pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Creates the table and its indexes unless they all exist already.
+/// Creates the table and its indexes unless they all exist already; each statement waits
+/// at most `limit`, for locks too.
 ///
 /// When everything exists nothing but one catalog query runs, so a role that may only
 /// INSERT can log into a table created by its owner. Otherwise the DDL runs under a
 /// transaction-level advisory lock: concurrent `CREATE TABLE IF NOT EXISTS` from several
-/// starting processes can otherwise fail with a unique violation in `pg_type`.
-pub(crate) fn ensure(client: &mut Client, table: &Table) -> Result<(), postgres::Error> {
-    if is_complete(client, table)? {
+/// starting processes can otherwise fail with a unique violation in `pg_type`. Only
+/// unnamed statements and transaction-local settings are used, so this is safe behind a
+/// transaction pooler too.
+pub(crate) async fn ensure(
+    client: &mut Client,
+    table: &Table,
+    limit: Duration,
+) -> Result<(), tokio_postgres::Error> {
+    if is_complete(client, table).await? {
         return Ok(());
     }
-    match create(client, table) {
+    match create(client, table, limit).await {
         // A writer that does not take our lock (stogger in Python, say) raced us: what it
         // created is what we wanted, so one more pass settles it.
-        Err(e) if is_creation_race(&e) => create(client, table),
+        Err(e) if is_creation_race(&e) => create(client, table, limit).await,
         other => other,
     }
 }
 
-fn is_complete(client: &mut Client, table: &Table) -> Result<bool, postgres::Error> {
-    let row = client.query_one(
-        "SELECT to_regclass($1) IS NOT NULL, \
-                ARRAY(SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
-                      WHERE i.indrelid = to_regclass($1))",
-        &[&table.quoted()],
-    )?;
+async fn is_complete(client: &Client, table: &Table) -> Result<bool, tokio_postgres::Error> {
+    let rows = client
+        .query_typed(
+            "SELECT to_regclass($1) IS NOT NULL, \
+                    ARRAY(SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                          WHERE i.indrelid = to_regclass($1))",
+            &[(&table.quoted(), Type::TEXT)],
+        )
+        .await?;
+    let Some(row) = rows.first() else {
+        return Ok(false);
+    };
     let exists: bool = row.get(0);
     let indexes: Vec<String> = row.get(1);
     Ok(exists
@@ -144,20 +183,30 @@ fn is_complete(client: &mut Client, table: &Table) -> Result<bool, postgres::Err
             .all(|name| indexes.contains(name)))
 }
 
-fn create(client: &mut Client, table: &Table) -> Result<(), postgres::Error> {
-    let mut tx = client.transaction()?;
-    tx.execute(
+async fn create(
+    client: &mut Client,
+    table: &Table,
+    limit: Duration,
+) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let ms = limit.as_millis().max(1);
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}"
+    ))
+    .await?;
+    tx.query_typed(
         "SELECT pg_advisory_xact_lock(hashtext($1))",
-        &[&format!("pglog schema {}", table.quoted())],
-    )?;
-    tx.batch_execute(&table.create_table_sql())?;
+        &[(&format!("pglog schema {}", table.quoted()), Type::TEXT)],
+    )
+    .await?;
+    tx.batch_execute(&table.create_table_sql()).await?;
     for sql in table.create_index_sql() {
-        tx.batch_execute(&sql)?;
+        tx.batch_execute(&sql).await?;
     }
-    tx.commit()
+    tx.commit().await
 }
 
-fn is_creation_race(e: &postgres::Error) -> bool {
+fn is_creation_race(e: &tokio_postgres::Error) -> bool {
     matches!(e.code(), Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE || *c == SqlState::DUPLICATE_OBJECT)
 }
 
@@ -189,7 +238,7 @@ mod tests {
         let t = Table::new(r#"x"; DROP TABLE users; --"#).unwrap();
         assert_eq!(t.quoted(), r#""x""; DROP TABLE users; --""#);
         assert!(t
-            .insert_sql()
+            .insert_sql(false)
             .starts_with(r#"INSERT INTO "x""; DROP TABLE users; --" ("#));
         assert_eq!(t.index_names()[1], r#"idx_x"; DROP TABLE users; --_level"#);
         assert!(t.create_index_sql()[1].contains(r#""idx_x""; DROP TABLE users; --_level""#));

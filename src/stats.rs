@@ -4,17 +4,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Where events went since the logger was built, and the database's state now.
 ///
-/// Every event that passed the level filter is counted exactly once in `written`,
-/// `fallback` or `dropped`.
+/// Every event that passed the level filter is counted in `logged`, and, once it has
+/// left the queue, in exactly one of `written`, `fallback`, `dropped` and `uncertain`:
+/// after [`Guard::flush`](crate::Guard::flush) (or in blocking mode, always),
+/// `logged == written + fallback + dropped + uncertain + queue_depth`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Stats {
+    /// Events that passed the level filter.
+    pub logged: u64,
     /// Events committed to the table.
     pub written: u64,
     /// Events written to stderr because the table could not take them.
     pub fallback: u64,
     /// Events discarded under a policy the user chose.
     pub dropped: u64,
+    /// Events whose write was sent but never answered (the server froze or the
+    /// connection broke mid-statement): they went to stderr too, and may also be in the
+    /// table. A duplicate beats a loss.
+    pub uncertain: u64,
     /// Failed attempts to (re)connect to the database.
     pub retries: u64,
     /// Events waiting to be written (always 0 in blocking mode).
@@ -25,9 +33,11 @@ pub struct Stats {
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    pub logged: AtomicU64,
     pub written: AtomicU64,
     pub fallback: AtomicU64,
     pub dropped: AtomicU64,
+    pub uncertain: AtomicU64,
     pub retries: AtomicU64,
 }
 
@@ -38,9 +48,11 @@ impl Counters {
 
     pub fn snapshot(&self, queue_depth: usize, database_reachable: bool) -> Stats {
         Stats {
+            logged: self.logged.load(Ordering::Relaxed),
             written: self.written.load(Ordering::Relaxed),
             fallback: self.fallback.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
+            uncertain: self.uncertain.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
             queue_depth,
             database_reachable,

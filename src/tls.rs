@@ -10,7 +10,7 @@
 use std::fmt;
 use std::path::Path;
 
-use postgres::config::SslMode;
+use tokio_postgres::config::SslMode;
 
 use crate::Error;
 
@@ -51,7 +51,7 @@ pub(crate) struct RootCert<'a> {
 /// certificate file that cannot be read or holds no certificate.
 #[cfg(not(feature = "tls-rustls"))]
 pub(crate) fn transport(
-    driver: &postgres::Config,
+    driver: &tokio_postgres::Config,
     root_cert: Option<RootCert<'_>>,
 ) -> Result<Transport, Error> {
     if driver.get_ssl_mode() == SslMode::Require {
@@ -81,7 +81,7 @@ pub(crate) fn transport(
 /// A root certificate file that cannot be read or holds no certificate.
 #[cfg(feature = "tls-rustls")]
 pub(crate) fn transport(
-    driver: &postgres::Config,
+    driver: &tokio_postgres::Config,
     root_cert: Option<RootCert<'_>>,
 ) -> Result<Transport, Error> {
     let mode = driver.get_ssl_mode();
@@ -205,7 +205,7 @@ mod rustls_support {
 mod tests {
     use super::*;
 
-    fn driver(dsn: &str) -> postgres::Config {
+    fn driver(dsn: &str) -> tokio_postgres::Config {
         dsn.parse().unwrap()
     }
 

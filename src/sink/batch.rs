@@ -18,8 +18,11 @@ use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 use log::LevelFilter;
 use parking_lot::{Condvar, Mutex};
 
-use super::database::{Database, Failure, NOTICE_INTERVAL, PROBE_LOCK_WAIT};
+use parking_lot::RwLock;
+
+use super::database::{Database, Failure, Outcome, NOTICE_INTERVAL};
 use crate::fallback::{self, RateLimit};
+use crate::fork::Owner;
 use crate::render::Row;
 use crate::stats::Counters;
 
@@ -65,103 +68,172 @@ enum Msg {
 }
 
 pub(crate) struct Batch {
+    writer: Arc<Writer>,
+    /// This process's queue and writer thread; a forked child makes its own (the
+    /// parent's queue holds the parent's events, which the parent writes).
+    local: RwLock<Arc<Queue>>,
+}
+
+/// What every process's writer shares.
+struct Writer {
+    db: Database,
+    panic_notice: RateLimit,
+    full_notice: RateLimit,
+    counters: Arc<Counters>,
+    settings: BatchSettings,
+}
+
+/// One process's queue and writer thread.
+struct Queue {
+    owner: Owner,
     tx: Sender<Msg>,
     /// Kept to take back what the writer leaves behind when it stops or is too slow.
     rx: Receiver<Msg>,
     closed: AtomicBool,
     worker: Mutex<Option<JoinHandle<()>>>,
-    writer: Arc<Writer>,
-    full_notice: RateLimit,
-}
-
-/// The writer thread's side.
-struct Writer {
-    db: Database,
     /// Senders waiting for room sleep on `room_freed`; the writer signals it whenever it
     /// has taken messages off the queue.
     room: Mutex<()>,
     room_freed: Condvar,
-    panic_notice: RateLimit,
-    counters: Arc<Counters>,
-    settings: BatchSettings,
 }
+
+/// How long a forked child waits for the lock that replaces its parent's queue.
+const FORK_PATIENCE: Duration = Duration::from_millis(50);
 
 impl Batch {
     /// Starts the writer thread. If the thread cannot be spawned, events go to stderr.
     pub fn start(db: Database, settings: BatchSettings, counters: &Arc<Counters>) -> Batch {
-        let (tx, rx) = bounded(settings.capacity);
         let writer = Arc::new(Writer {
             db,
-            room: Mutex::new(()),
-            room_freed: Condvar::new(),
             panic_notice: RateLimit::new(NOTICE_INTERVAL),
+            full_notice: RateLimit::new(NOTICE_INTERVAL),
             counters: Arc::clone(counters),
             settings,
         });
-        let worker = {
-            let (rx, writer) = (rx.clone(), Arc::clone(&writer));
-            std::thread::Builder::new()
-                .name("pglog-writer".to_owned())
-                .spawn(move || writer.run(&rx))
-        };
-        let batch = Batch {
-            tx,
-            rx,
-            closed: AtomicBool::new(false),
-            worker: Mutex::new(None),
+        let queue = Queue::start(&writer);
+        Batch {
             writer,
-            full_notice: RateLimit::new(NOTICE_INTERVAL),
-        };
-        match worker {
-            Ok(handle) => *batch.worker.lock() = Some(handle),
-            Err(e) => {
-                fallback::notice(&format!(
-                    "cannot start the writer thread ({e}); events go to stderr"
-                ));
-                batch.closed.store(true, Ordering::Release);
-            }
+            local: RwLock::new(queue),
         }
-        batch
     }
 
     pub fn database(&self) -> &Database {
         &self.writer.db
     }
 
+    /// This process's queue: in a forked child, a new one with its own writer thread.
+    fn queue(&self) -> Option<Arc<Queue>> {
+        {
+            let queue = self.local.read();
+            if queue.owner.is_current() {
+                return Some(Arc::clone(&queue));
+            }
+        }
+        let mut slot = self.local.try_write_for(FORK_PATIENCE)?;
+        if !slot.owner.is_current() {
+            let fresh = Queue::start(&self.writer);
+            // The parent's queue, channel and thread handle must not be dropped here.
+            std::mem::forget(std::mem::replace(&mut *slot, fresh));
+        }
+        Some(Arc::clone(&slot))
+    }
+
     pub fn queue_depth(&self) -> usize {
-        self.tx.len()
+        self.queue().map_or(0, |queue| queue.tx.len())
     }
 
     /// Queues `row`; never touches the network.
     pub fn enqueue(&self, row: Row) {
-        let counters = &*self.writer.counters;
+        let writer = &*self.writer;
+        let Some(queue) = self.queue() else {
+            fallback::divert(&row, &writer.counters);
+            return;
+        };
+        queue.enqueue(writer, row);
+    }
+
+    /// Returns once everything queued before the call is committed or on stderr, or
+    /// after the flush timeout.
+    pub fn flush(&self) {
+        if let Some(queue) = self.queue() {
+            queue.flush(&self.writer);
+        }
+    }
+
+    /// Stops the writer after it has written what is queued, waiting at most the flush
+    /// timeout; whatever is left then goes to stderr. Later events go to stderr too.
+    pub fn close(&self) {
+        if let Some(queue) = self.queue() {
+            queue.close(&self.writer);
+        }
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Queue {
+    fn start(writer: &Arc<Writer>) -> Arc<Queue> {
+        let (tx, rx) = bounded(writer.settings.capacity);
+        let queue = Arc::new(Queue {
+            owner: Owner::current(),
+            tx,
+            rx,
+            closed: AtomicBool::new(false),
+            worker: Mutex::new(None),
+            room: Mutex::new(()),
+            room_freed: Condvar::new(),
+        });
+        let spawned = {
+            let (queue, writer) = (Arc::clone(&queue), Arc::clone(writer));
+            std::thread::Builder::new()
+                .name("pglog-writer".to_owned())
+                .spawn(move || writer.run(&queue))
+        };
+        match spawned {
+            Ok(handle) => *queue.worker.lock() = Some(handle),
+            Err(e) => {
+                fallback::notice(&format!(
+                    "cannot start the writer thread ({e}); events go to stderr"
+                ));
+                queue.closed.store(true, Ordering::Release);
+            }
+        }
+        queue
+    }
+
+    fn enqueue(&self, writer: &Writer, row: Row) {
+        let counters = &*writer.counters;
         if self.closed.load(Ordering::Acquire) {
             fallback::divert(&row, counters);
             return;
         }
-        match self.writer.settings.overflow {
+        match writer.settings.overflow {
             Overflow::Block(wait) => match self.send_within(Msg::Row(row), wait) {
                 Ok(()) => {}
                 Err(msg) => {
-                    self.full_notice.notice(|| {
+                    writer.full_notice.notice(|| {
                         format!("the batch queue stayed full for {wait:?}; events that could not wait went to stderr")
                     });
-                    self.take_back(msg);
+                    self.take_back(writer, msg);
                 }
             },
             Overflow::Drop => match self.tx.try_send(Msg::Row(row)) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
                     Counters::add(&counters.dropped, 1);
-                    self.full_notice
+                    writer.full_notice
                         .notice(|| "the batch queue is full; dropping events (counted in the guard's stats)".to_owned());
                 }
-                Err(TrySendError::Disconnected(msg)) => self.take_back(msg),
+                Err(TrySendError::Disconnected(msg)) => self.take_back(writer, msg),
             },
         }
         // Closed while we were sending: the writer may be gone, so nothing may stay queued.
         if self.closed.load(Ordering::Acquire) {
-            self.drain();
+            self.drain(writer);
         }
     }
 
@@ -183,49 +255,40 @@ impl Batch {
         let deadline = Instant::now() + wait;
         // Held from the failed attempt to the wait, so the writer's wake-up cannot fall
         // between them.
-        let mut room = self.writer.room.lock();
+        let mut room = self.room.lock();
         loop {
             match self.tx.try_send(msg) {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Full(m)) => msg = m,
                 Err(TrySendError::Disconnected(m)) => return Err(m),
             }
-            if self
-                .writer
-                .room_freed
-                .wait_until(&mut room, deadline)
-                .timed_out()
-            {
+            if self.room_freed.wait_until(&mut room, deadline).timed_out() {
                 return self.tx.try_send(msg).map_err(TrySendError::into_inner);
             }
         }
     }
 
-    /// Returns once everything queued before the call is committed or on stderr, or
-    /// after the flush timeout.
-    pub fn flush(&self) {
+    fn flush(&self, writer: &Writer) {
         if self.closed.load(Ordering::Acquire) {
             return;
         }
         let (ack, done) = bounded(1);
-        let deadline = Instant::now() + self.writer.settings.flush_timeout;
+        let deadline = Instant::now() + writer.settings.flush_timeout;
         if self.tx.send_deadline(Msg::Flush(ack), deadline).is_ok() {
             let _ = done.recv_deadline(deadline);
         }
     }
 
-    /// Stops the writer after it has written what is queued, waiting at most the flush
-    /// timeout; whatever is left then goes to stderr. Later events go to stderr too.
-    pub fn close(&self) {
+    fn close(&self, writer: &Writer) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let flush_timeout = self.writer.settings.flush_timeout;
+        let flush_timeout = writer.settings.flush_timeout;
         let (ack, done) = bounded(1);
         let deadline = Instant::now() + flush_timeout;
         let stopped = self.tx.send_deadline(Msg::Stop(ack), deadline).is_ok()
             && done.recv_deadline(deadline).is_ok();
-        self.drain();
+        self.drain(writer);
         if stopped {
             if let Some(handle) = self.worker.lock().take() {
                 let _ = handle.join();
@@ -237,15 +300,15 @@ impl Batch {
         }
     }
 
-    fn drain(&self) {
+    fn drain(&self, writer: &Writer) {
         while let Ok(msg) = self.rx.try_recv() {
-            self.take_back(msg);
+            self.take_back(writer, msg);
         }
     }
 
-    fn take_back(&self, msg: Msg) {
+    fn take_back(&self, writer: &Writer, msg: Msg) {
         match msg {
-            Msg::Row(row) => fallback::divert(&row, &self.writer.counters),
+            Msg::Row(row) => fallback::divert(&row, &writer.counters),
             Msg::Flush(ack) | Msg::Stop(ack) => {
                 let _ = ack.send(());
             }
@@ -253,14 +316,9 @@ impl Batch {
     }
 }
 
-impl Drop for Batch {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
-
 impl Writer {
-    fn run(&self, rx: &Receiver<Msg>) {
+    fn run(&self, queue: &Queue) {
+        let rx = &queue.rx;
         let size = self.settings.batch_size;
         let mut batch = Vec::with_capacity(size);
         let mut acks = Vec::new();
@@ -290,8 +348,8 @@ impl Writer {
             }
             // Senders may refill the queue while this batch is written.
             {
-                let _room = self.room.lock();
-                self.room_freed.notify_all();
+                let _room = queue.room.lock();
+                queue.room_freed.notify_all();
             }
             // Nothing may kill the writer: a panic would leave every later event waiting
             // out the overflow bound. The batch goes to stderr: a COPY that panicked was
@@ -320,13 +378,14 @@ impl Writer {
         if batch.is_empty() {
             return;
         }
+        let limit = self.db.statement_timeout();
         let mut attempts = 0;
         let outcome = loop {
-            let result = self
-                .db
-                .run(|session, probing| session.copy(batch, probing.then_some(PROBE_LOCK_WAIT)));
+            // A probe from here may take the full statement timeout: it holds up no caller.
+            let result = self.db.run(|session, _| session.insert_batch(batch, limit));
             match result {
-                Err(Failure::Lost) if attempts < BATCH_RETRIES => {
+                // Known not written: worth another try once the database may be back.
+                Err(Failure::Down { maybe_done: false }) if attempts < BATCH_RETRIES => {
                     attempts += 1;
                     Counters::add(&self.counters.retries, 1);
                     std::thread::sleep(self.db.until_next_probe());
@@ -335,15 +394,22 @@ impl Writer {
             }
         };
         match outcome {
-            Ok(_) => Counters::add(&self.counters.written, batch.len() as u64),
-            // One bad row fails the whole COPY: write the rows one by one, so that only
-            // the bad ones go to stderr.
+            Ok(()) => Counters::add(&self.counters.written, batch.len() as u64),
+            // One bad row fails the whole statement: write the rows one by one, so that
+            // only the bad ones go to stderr.
             Err(Failure::Rejected(_)) => {
                 for row in batch.iter() {
                     self.write_one(row);
                 }
             }
-            Err(Failure::Unavailable | Failure::Lost) => {
+            // Sent and never answered: the rows may be in the table. A duplicate on
+            // stderr beats a loss; writing them again could store them twice.
+            Err(Failure::Down { maybe_done: true }) => {
+                for row in batch.iter() {
+                    fallback::divert_uncertain(row, &self.counters);
+                }
+            }
+            Err(Failure::Unavailable | Failure::Down { maybe_done: false }) => {
                 for row in batch.iter() {
                     fallback::divert(row, &self.counters);
                 }
@@ -353,10 +419,10 @@ impl Writer {
     }
 
     fn write_one(&self, row: &Row) {
-        if self.db.insert(row) {
-            Counters::add(&self.counters.written, 1);
-        } else {
-            fallback::divert(row, &self.counters);
+        match self.db.insert(row) {
+            Outcome::Stored => Counters::add(&self.counters.written, 1),
+            Outcome::NotStored => fallback::divert(row, &self.counters),
+            Outcome::Uncertain => fallback::divert_uncertain(row, &self.counters),
         }
     }
 }

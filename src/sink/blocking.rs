@@ -2,7 +2,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use super::database::{Database, NOTICE_INTERVAL};
+use super::database::{Database, Outcome, NOTICE_INTERVAL};
 use crate::fallback::{self, RateLimit};
 use crate::render::Row;
 use crate::stats::Counters;
@@ -25,36 +25,35 @@ impl Blocking {
     }
 
     pub fn write(&self, row: &Row, counters: &Counters) {
-        let stored = if on_runtime_thread() {
-            // The sync client starts a runtime of its own, which panics inside another
-            // one; a plain thread has none. Costs a thread spawn per event: async programs
-            // are better served by batch mode.
+        let outcome = if on_runtime_thread() {
+            // A session drives its connection on a runtime of its own, which cannot run
+            // inside another one; a plain thread has none. Costs a thread spawn per
+            // event: async programs are better served by batch mode.
             std::thread::scope(|s| {
                 std::thread::Builder::new()
                     .name("pglog-offload".to_owned())
                     .spawn_scoped(s, || self.try_write(row))
-                    .map(|handle| handle.join().unwrap_or(false))
-                    .unwrap_or(false)
+                    .map(|handle| handle.join().unwrap_or(Outcome::NotStored))
+                    .unwrap_or(Outcome::NotStored)
             })
         } else {
             self.try_write(row)
         };
-        if stored {
-            Counters::add(&counters.written, 1);
-        } else {
-            fallback::divert(row, counters);
+        match outcome {
+            Outcome::Stored => Counters::add(&counters.written, 1),
+            Outcome::NotStored => fallback::divert(row, counters),
+            Outcome::Uncertain => fallback::divert_uncertain(row, counters),
         }
     }
 
-    /// `true` when the row is committed; otherwise the caller sends it to the fallback.
     /// The driver runs on this thread: should it panic, the event still lands somewhere
     /// and the caller carries on.
-    fn try_write(&self, row: &Row) -> bool {
+    fn try_write(&self, row: &Row) -> Outcome {
         catch_unwind(AssertUnwindSafe(|| self.db.insert(row))).unwrap_or_else(|_| {
             self.panic_notice.notice(|| {
                 "the database writer panicked; the event was written to stderr".to_owned()
             });
-            false
+            Outcome::NotStored
         })
     }
 }

@@ -26,8 +26,10 @@ pub(crate) fn trailer(out: &mut Vec<u8>) {
     out.extend_from_slice(&(-1i16).to_be_bytes());
 }
 
-/// Appends one row in the column order of [`Table::copy_sql`](crate::schema::Table::copy_sql).
-pub(crate) fn row(out: &mut Vec<u8>, row: &Row) {
+/// Appends one row in the column order of [`Table::copy_sql`](crate::schema::Table::copy_sql);
+/// `jsonb` when the `data` column is `jsonb` (its binary form has a version byte that
+/// `json`'s, plain text, has not).
+pub(crate) fn row(out: &mut Vec<u8>, row: &Row, jsonb: bool) {
     out.extend_from_slice(&FIELDS.to_be_bytes());
     field(out, |out| {
         out.extend_from_slice(&micros_since_2000(row.timestamp).to_be_bytes())
@@ -37,7 +39,9 @@ pub(crate) fn row(out: &mut Vec<u8>, row: &Row) {
     text(out, row.func.as_deref());
     text(out, row.scope.as_deref());
     field(out, |out| {
-        out.push(JSONB_VERSION);
+        if jsonb {
+            out.push(JSONB_VERSION);
+        }
         row.write_data(out);
     });
 }
@@ -96,7 +100,7 @@ mod tests {
         let at = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap();
         let row = crate::render::render(&record, at);
         let mut out = Vec::new();
-        super::row(&mut out, &row);
+        super::row(&mut out, &row, true);
         let mut expected = vec![0, 6];
         expected.extend_from_slice(&8i32.to_be_bytes());
         expected.extend_from_slice(&0i64.to_be_bytes());
@@ -115,5 +119,10 @@ mod tests {
         assert_eq!(data[0], JSONB_VERSION);
         let json: serde_json::Value = serde_json::from_slice(&data[1..]).unwrap();
         assert_eq!(json["pid"], std::process::id());
+        // A `json` column takes the text alone.
+        let mut plain = Vec::new();
+        super::row(&mut plain, &row, false);
+        assert_eq!(plain.len(), out.len() - 1);
+        assert_eq!(&plain[plain.len() - data_len + 1..], &data[1..]);
     }
 }

@@ -1,147 +1,192 @@
-//! The database side shared by both sinks: the pool of sessions, whether the database
-//! is usable, when to try it again, and what to tell the operator.
+//! The database side shared by both sinks: a pool of sessions per process, whether the
+//! database is usable, and what to tell the operator.
 //!
-//! Every wait is bounded: a session is waited for at most `pool_wait`, each statement at
-//! most `statement_timeout`. Once the database has failed (unreachable, lost connection,
-//! or a statement that timed out behind a lock), callers stop paying for it: [`run`]
-//! refuses at once, and one caller at a time probes the database after a backoff, taking a
-//! session only if the pool already holds one (r2d2 reconnects in its own threads) and
-//! waiting for locks only briefly. A dead server thus costs an event microseconds, and
-//! writing resumes by itself.
+//! Every wait is bounded: a session is waited for at most `pool_wait` (connecting happens
+//! on the pool's own thread), each statement at most `statement_timeout` plus
+//! [`CANCEL_GRACE`]. So a blocking log call returns within
+//! `pool_wait + statement_timeout + 250 ms` (3.25 s with the defaults), whatever the
+//! server or the network does. Once the database has failed, callers stop paying for it:
+//! [`Database::run`] refuses at once, the pool reconnects in the background, and one
+//! caller at a time probes with a short bound ([`PROBE_LIMIT`]). A dead server thus
+//! costs an event microseconds, and writing resumes by itself.
 //!
-//! [`run`]: Database::run
+//! After `fork()`, a child gets a pool of its own on first use; the parent's sessions
+//! are neither used nor closed by the child (see [`crate::fork`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use parking_lot::Mutex;
-use postgres::error::{DbError, SqlState};
-use r2d2::event::AcquireEvent;
-use r2d2::{HandleError, HandleEvent, Pool, PooledConnection};
+use parking_lot::RwLock;
 
-use super::session::{Manager, Session, SessionConfig, SessionError};
-use crate::error::chain;
+use super::health::{Admit, Health};
+use super::pool::{Connect, NoSession, Pool, PoolSettings, Pooled};
+use super::session::{Session, SessionConfig, CANCEL_GRACE};
+use super::trouble::{Kind, Trouble};
 use crate::fallback::{self, RateLimit};
+use crate::fork::Owner;
 use crate::render::Row;
 use crate::stats::Counters;
 
 /// How often the same kind of trouble may be reported on stderr.
 pub(crate) const NOTICE_INTERVAL: Duration = Duration::from_secs(30);
-/// First and longest pause between probes of a failed database.
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// How long a probe of a failed database may wait for a lock on the table.
-pub(crate) const PROBE_LOCK_WAIT: Duration = Duration::from_millis(50);
-/// Longest pause between r2d2's attempts to reconnect to a database that is down.
-const RECONNECT_CADENCE: Duration = Duration::from_millis(200);
-
-/// Pool settings, as the builder gives them.
-pub(crate) struct PoolSettings {
-    pub size: u32,
-    pub wait: Duration,
-    pub connect_timeout: Duration,
-}
+/// How long a probe of a failed database may take before it is canceled: a probe runs
+/// on a caller's thread.
+pub(crate) const PROBE_LIMIT: Duration = Duration::from_millis(50);
+/// How long a forked child waits for the lock that replaces its parent's pool (only ever
+/// contended if a parent thread held it at the instant of the fork).
+const FORK_PATIENCE: Duration = Duration::from_millis(50);
 
 /// Why [`Database::run`] did not store anything.
 #[derive(Debug)]
 pub(crate) enum Failure {
-    /// The database is known to be down, or no session could be had in time.
+    /// Nothing was tried: the database is known to be down, or no session came in time.
     Unavailable,
-    /// The connection broke or a statement timed out; the database is now marked down.
-    Lost,
-    /// The database is there but refused this statement (a constraint, a trigger...):
-    /// other rows may still pass.
-    Rejected(postgres::Error),
+    /// The database failed and is now marked down. `maybe_done`: the statement was sent
+    /// and never answered, so its rows may be stored.
+    Down { maybe_done: bool },
+    /// The server refused this statement for its content; nothing was stored, and
+    /// other rows may pass.
+    Rejected(Trouble),
+}
+
+/// What became of one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Stored,
+    NotStored,
+    /// Sent and never answered: maybe stored.
+    Uncertain,
+}
+
+/// Opens sessions for the pool; counts failed attempts.
+struct Connector {
+    config: Arc<SessionConfig>,
+    counters: Arc<Counters>,
+}
+
+impl Connect for Connector {
+    type Session = Session;
+
+    fn connect(&self) -> Result<Session, Trouble> {
+        Session::open(&self.config).inspect_err(|_| Counters::add(&self.counters.retries, 1))
+    }
+}
+
+impl Pooled for Session {
+    fn usable(&mut self) -> bool {
+        Session::usable(self)
+    }
+    fn is_broken(&self) -> bool {
+        Session::is_broken(self)
+    }
+    fn close(self) {
+        Session::close(self)
+    }
+}
+
+/// What one process has of the database.
+struct Local {
+    owner: Owner,
+    pool: Pool<Connector>,
+    health: Health,
 }
 
 pub(crate) struct Database {
-    pool: Pool<Manager>,
-    pool_wait: Duration,
-    health: Arc<Health>,
     config: Arc<SessionConfig>,
+    pool: PoolSettings,
+    pool_wait: Duration,
+    counters: Arc<Counters>,
+    local: RwLock<Arc<Local>>,
     busy_notice: RateLimit,
     reject_notice: RateLimit,
 }
 
 impl Database {
-    /// Builds the pool and waits, at most `connect_timeout`, for its first session, so
+    /// Starts the pool and waits, at most the connect timeout, for its first session, so
     /// that a reachable database is used from the first event and a broken one is
     /// reported at once.
     pub fn start(
-        mut driver: postgres::Config,
         config: SessionConfig,
-        settings: PoolSettings,
+        pool: PoolSettings,
+        pool_wait: Duration,
         counters: &Arc<Counters>,
     ) -> Database {
-        // The driver's default sends server notices to `log`, that is, back to us.
-        let server_notice = Arc::new(RateLimit::new(NOTICE_INTERVAL));
-        driver.notice_callback(move |notice: DbError| {
-            if notice.severity() == "WARNING" {
-                server_notice.notice(|| format!("server warning: {}", notice.message()));
-            }
-        });
         let config = Arc::new(config);
-        let health = Arc::new(Health::new(Arc::clone(counters)));
-        let manager = Manager::new(driver, Arc::clone(&config));
-        let pool = Pool::builder()
-            .max_size(settings.size)
-            .min_idle(Some(1))
-            // One round trip per event: a broken session shows itself on use instead.
-            .test_on_check_out(false)
-            // pglog always passes its own wait to `get_timeout`; this only caps r2d2's
-            // reconnect backoff (half of it), so a restarted server is found quickly.
-            .connection_timeout(RECONNECT_CADENCE * 2)
-            .error_handler(Box::new(PoolEvents(Arc::clone(&health))))
-            .event_handler(Box::new(PoolEvents(Arc::clone(&health))))
-            .build_unchecked(manager);
+        let local = Database::new_local(&config, pool, counters);
         let db = Database {
-            pool,
-            pool_wait: settings.wait,
-            health,
             config,
+            pool,
+            pool_wait,
+            counters: Arc::clone(counters),
+            local: RwLock::new(local),
             busy_notice: RateLimit::new(NOTICE_INTERVAL),
             reject_notice: RateLimit::new(NOTICE_INTERVAL),
         };
-        db.await_first_session(settings.connect_timeout);
+        if let Some(local) = db.local() {
+            let first = local.pool.warm(db.config.endpoint.limit() + CANCEL_GRACE);
+            db.checked_out(&local, first).ok();
+        }
         db
     }
 
-    fn await_first_session(&self, bound: Duration) {
-        // A failed attempt is only recorded by r2d2, never returned: poll for either outcome.
-        let deadline = Instant::now() + bound + Duration::from_millis(100);
-        while Instant::now() < deadline {
-            if self.pool.state().idle_connections > 0 {
-                return;
+    fn new_local(
+        config: &Arc<SessionConfig>,
+        pool: PoolSettings,
+        counters: &Arc<Counters>,
+    ) -> Arc<Local> {
+        let connector = Connector {
+            config: Arc::clone(config),
+            counters: Arc::clone(counters),
+        };
+        Arc::new(Local {
+            owner: Owner::current(),
+            pool: Pool::start(connector, pool),
+            health: Health::new(),
+        })
+    }
+
+    /// This process's pool: in a forked child, a new one; the parent's is left alone
+    /// (never used, never dropped, so never closed).
+    fn local(&self) -> Option<Arc<Local>> {
+        {
+            let local = self.local.read();
+            if local.owner.is_current() {
+                return Some(Arc::clone(&local));
             }
-            if let Some(why) = self.health.last_error() {
-                self.went_down(&why);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(2));
         }
-        self.went_down(&format!(
-            "no session with {} within {bound:?}",
-            self.config.target
-        ));
+        let mut slot = self.local.try_write_for(FORK_PATIENCE)?;
+        if !slot.owner.is_current() {
+            let fresh = Database::new_local(&self.config, self.pool, &self.counters);
+            std::mem::forget(std::mem::replace(&mut *slot, fresh));
+        }
+        Some(Arc::clone(&slot))
     }
 
     /// Startup outcome: the reason when the database is not usable now.
     pub fn startup_error(&self) -> Option<String> {
-        (!self.health.is_up()).then(|| {
-            self.health
-                .last_error()
-                .unwrap_or_else(|| "unreachable".to_owned())
+        let local = self.local()?;
+        (!local.health.is_up()).then(|| {
+            self.describe(
+                &local
+                    .health
+                    .last()
+                    .unwrap_or_else(|| Trouble::new(Kind::Unreachable, "unreachable")),
+            )
         })
     }
 
     pub fn reachable(&self) -> bool {
-        self.health.is_up()
+        self.local().is_some_and(|local| local.health.is_up())
     }
 
     /// How long until a failed database may be probed again (zero when it is up).
     pub fn until_next_probe(&self) -> Duration {
-        self.health.until_next_probe()
+        self.local()
+            .map_or(Duration::ZERO, |local| local.health.until_next_probe())
+    }
+
+    pub fn statement_timeout(&self) -> Duration {
+        self.config.statement_timeout
     }
 
     pub fn table(&self) -> String {
@@ -149,30 +194,37 @@ impl Database {
     }
 
     /// Runs `op` on a session if the database may be used now, and learns from the
-    /// outcome. `op` is told whether this is a probe of a failed database, in which case
-    /// it must not wait for locks longer than [`PROBE_LOCK_WAIT`].
+    /// outcome. `op` is told whether this is a probe of a failed database, which must
+    /// not wait long (see [`PROBE_LIMIT`]). A table that disappeared is created again
+    /// (when pglog may create it) and `op` tried once more.
     pub fn run<T>(
         &self,
-        op: impl FnOnce(&mut Session, bool) -> Result<T, postgres::Error>,
+        mut op: impl FnMut(&mut Session, bool) -> Result<T, Trouble>,
     ) -> Result<T, Failure> {
-        let probing = match self.health.admit() {
+        let local = self.local().ok_or(Failure::Unavailable)?;
+        let probing = match local.health.admit() {
             Admit::Skip => return Err(Failure::Unavailable),
             Admit::Probe => true,
             Admit::Write => false,
         };
         let mut session = if probing {
-            self.pool.try_get().ok_or(Failure::Unavailable)?
+            local.pool.try_get().ok_or(Failure::Unavailable)?
         } else {
-            self.checkout()?
+            self.checked_out(&local, local.pool.get(self.pool_wait))?
         };
-        if session.is_closed() {
-            // Closed while idle (server restarted): r2d2 discards it on return.
-            self.went_down(&format!("lost the connection to {}", self.config.target));
-            return Err(Failure::Lost);
+        let mut result = op(&mut session, probing);
+        if let Err(trouble) = &result {
+            if trouble.kind == Kind::NoTable
+                && self.config.create_table
+                && self.recreate(&mut session)
+            {
+                result = op(&mut session, probing);
+            }
         }
-        match op(&mut session, probing) {
+        match result {
             Ok(value) => {
-                if self.health.came_up() {
+                if local.health.came_up() {
+                    local.pool.keep_one(false);
                     fallback::notice(&format!(
                         "database reachable again; writing events to {}",
                         self.table()
@@ -180,72 +232,60 @@ impl Database {
                 }
                 Ok(value)
             }
-            Err(e) if e.is_closed() || session.is_closed() => {
-                let why = format!(
-                    "lost the connection to {}: {}",
-                    self.config.target,
-                    chain(&e)
-                );
-                self.went_down(&why);
-                Err(Failure::Lost)
+            Err(trouble) if trouble.kind.is_outage() => {
+                let maybe_done = trouble.maybe_done;
+                self.went_down(&local, &trouble);
+                Err(Failure::Down { maybe_done })
             }
-            Err(e)
-                if e.code() == Some(&SqlState::QUERY_CANCELED)
-                    || e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) =>
-            {
-                self.went_down(&format!(
-                    "writing to {} took longer than the statement timeout ({}); is the table locked?",
-                    self.table(),
-                    chain(&e)
-                ));
-                Err(Failure::Lost)
-            }
-            Err(e) => Err(Failure::Rejected(e)),
+            Err(trouble) => Err(Failure::Rejected(trouble)),
         }
     }
 
-    /// Stores one row with one INSERT (when probing, one that waits for locks only
-    /// briefly); `false` when the caller must send it to the fallback. A row the
-    /// database refuses is reported, rate-limited: the next one may pass.
-    pub fn insert(&self, row: &Row) -> bool {
-        let result = self.run(|session, probing| {
-            if probing {
-                session.probe_insert(row, PROBE_LOCK_WAIT)
-            } else {
-                session.insert(row)
+    /// The table disappeared (a DBA's cleanup, a test reset): create it again, once per
+    /// disappearance, under the usual advisory lock.
+    fn recreate(&self, session: &mut Session) -> bool {
+        self.config
+            .schema_ready
+            .store(false, std::sync::atomic::Ordering::Release);
+        match session.ensure_table() {
+            Ok(()) => {
+                fallback::notice(&format!(
+                    "table {} disappeared from {}; created it again",
+                    self.table(),
+                    self.config.target
+                ));
+                true
             }
-        });
-        match result {
-            Ok(()) => true,
-            Err(Failure::Rejected(e)) => {
-                self.reject_notice.notice(|| {
-                    format!(
-                        "could not store an event in {}: {}; it was written to stderr",
-                        self.table(),
-                        chain(&e)
+            Err(_) => false,
+        }
+    }
+
+    fn checked_out<T>(&self, local: &Local, got: Result<T, NoSession>) -> Result<T, Failure> {
+        match got {
+            Ok(session) => Ok(session),
+            Err(NoSession::Failed(trouble)) => {
+                self.went_down(local, &trouble);
+                Err(Failure::Down { maybe_done: false })
+            }
+            Err(NoSession::Connecting) => {
+                let trouble = local.pool.last_failure().unwrap_or_else(|| {
+                    Trouble::new(
+                        Kind::Silent,
+                        format!(
+                            "no session within {:?}: connecting takes longer than that",
+                            self.pool_wait
+                        ),
                     )
                 });
-                false
+                self.went_down(local, &trouble);
+                Err(Failure::Down { maybe_done: false })
             }
-            Err(Failure::Unavailable | Failure::Lost) => false,
-        }
-    }
-
-    fn checkout(&self) -> Result<PooledConnection<Manager>, Failure> {
-        match self.pool.get_timeout(self.pool_wait) {
-            Ok(session) => Ok(session),
-            Err(e) if self.pool.state().connections == 0 => {
-                let why = self.health.last_error().unwrap_or_else(|| e.to_string());
-                self.went_down(&why);
-                Err(Failure::Lost)
-            }
-            Err(_) => {
+            Err(NoSession::Busy) => {
                 self.busy_notice.notice(|| {
                     format!(
-                        "all {} pooled sessions stayed busy for {:?}; events that could not wait \
-                         went to stderr (raise the pool size or the pool wait)",
-                        self.pool.max_size(),
-                        self.pool_wait
+                        "all {} sessions stayed busy for {:?}; events that could not wait went \
+                         to stderr (raise the pool size or the pool wait)",
+                        self.pool.size, self.pool_wait
                     )
                 });
                 Err(Failure::Unavailable)
@@ -253,138 +293,37 @@ impl Database {
         }
     }
 
-    fn went_down(&self, why: &str) {
-        if self.health.went_down() {
+    /// Stores one row with one statement (a short one when probing); reports a row the
+    /// database refuses, rate-limited: the next one may pass.
+    pub fn insert(&self, row: &Row) -> Outcome {
+        let statement = self.statement_timeout();
+        let result = self.run(|session, probing| {
+            session.insert(row, if probing { PROBE_LIMIT } else { statement })
+        });
+        match result {
+            Ok(()) => Outcome::Stored,
+            Err(Failure::Rejected(trouble)) => {
+                self.reject_notice
+                    .notice(|| format!("{}; it was written to stderr", self.describe(&trouble)));
+                Outcome::NotStored
+            }
+            Err(Failure::Down { maybe_done: true }) => Outcome::Uncertain,
+            Err(Failure::Unavailable | Failure::Down { maybe_done: false }) => Outcome::NotStored,
+        }
+    }
+
+    fn describe(&self, trouble: &Trouble) -> String {
+        trouble.describe(&self.config.target, &self.table())
+    }
+
+    fn went_down(&self, local: &Local, trouble: &Trouble) {
+        local.pool.keep_one(true);
+        if local.health.went_down(trouble) {
             fallback::notice(&format!(
-                "{why}; events go to stderr until {} is writable again (pglog keeps retrying)",
+                "{}; events go to stderr until {} is writable again (pglog keeps retrying)",
+                self.describe(trouble),
                 self.table()
             ));
         }
-    }
-}
-
-/// Whether a write may use the database now.
-enum Admit {
-    /// The database works: wait (boundedly) for a session.
-    Write,
-    /// The database failed and the backoff is over: try once, without waiting.
-    Probe,
-    /// The database failed recently: straight to stderr.
-    Skip,
-}
-
-/// Whether the database is usable, when to try it again, and the last reason it failed.
-struct Health {
-    up: AtomicBool,
-    /// While down: no attempt before this many milliseconds after `start`.
-    retry_at: AtomicU64,
-    backoff_ms: AtomicU64,
-    start: Instant,
-    last_error: Mutex<Option<String>>,
-    counters: Arc<Counters>,
-}
-
-impl Health {
-    fn new(counters: Arc<Counters>) -> Health {
-        Health {
-            up: AtomicBool::new(true),
-            retry_at: AtomicU64::new(0),
-            backoff_ms: AtomicU64::new(BACKOFF_MIN.as_millis() as u64),
-            start: Instant::now(),
-            last_error: Mutex::new(None),
-            counters,
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
-    }
-
-    fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
-    }
-
-    fn admit(&self) -> Admit {
-        if self.is_up() {
-            return Admit::Write;
-        }
-        let (now, at) = (self.now_ms(), self.retry_at.load(Ordering::Acquire));
-        if now < at {
-            return Admit::Skip;
-        }
-        // One caller wins the probe; the others keep going to stderr.
-        let next = now + self.backoff_ms.load(Ordering::Relaxed);
-        match self
-            .retry_at
-            .compare_exchange(at, next, Ordering::AcqRel, Ordering::Relaxed)
-        {
-            Ok(_) => Admit::Probe,
-            Err(_) => Admit::Skip,
-        }
-    }
-
-    fn until_next_probe(&self) -> Duration {
-        let at = self.retry_at.load(Ordering::Acquire);
-        Duration::from_millis(at.saturating_sub(self.now_ms()))
-    }
-
-    fn last_error(&self) -> Option<String> {
-        self.last_error.lock().clone()
-    }
-
-    /// Records a failure; `true` when this starts an outage (the caller says so once).
-    fn went_down(&self) -> bool {
-        let first = self.up.swap(false, Ordering::AcqRel);
-        let backoff = if first {
-            BACKOFF_MIN
-        } else {
-            let doubled = self.backoff_ms.load(Ordering::Relaxed).saturating_mul(2);
-            Duration::from_millis(doubled).min(BACKOFF_MAX)
-        };
-        self.backoff_ms
-            .store(backoff.as_millis() as u64, Ordering::Relaxed);
-        self.retry_at.store(
-            self.now_ms() + backoff.as_millis() as u64,
-            Ordering::Release,
-        );
-        first
-    }
-
-    /// Records a success; `true` when this ends an outage.
-    fn came_up(&self) -> bool {
-        if self.is_up() || self.up.swap(true, Ordering::AcqRel) {
-            return false;
-        }
-        self.backoff_ms
-            .store(BACKOFF_MIN.as_millis() as u64, Ordering::Relaxed);
-        *self.last_error.lock() = None;
-        true
-    }
-}
-
-impl std::fmt::Debug for Health {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Health")
-            .field("up", &self.is_up())
-            .finish_non_exhaustive()
-    }
-}
-
-/// r2d2 reports failed connection attempts here, from its own threads. Routing them to
-/// `log` (r2d2's default) would feed the logger its own trouble.
-#[derive(Debug)]
-struct PoolEvents(Arc<Health>);
-
-impl HandleError<SessionError> for PoolEvents {
-    fn handle_error(&self, error: SessionError) {
-        Counters::add(&self.0.counters.retries, 1);
-        *self.0.last_error.lock() = Some(error.to_string());
-    }
-}
-
-impl HandleEvent for PoolEvents {
-    fn handle_acquire(&self, _: AcquireEvent) {
-        // A reason recorded before this success is stale.
-        *self.0.last_error.lock() = None;
     }
 }

@@ -3,14 +3,19 @@
 
 mod batch;
 mod blocking;
+mod connect;
 mod copy;
 mod database;
+mod health;
+mod pool;
 mod session;
+mod trouble;
 
 pub(crate) use batch::BatchSettings;
 pub use batch::Overflow;
-pub(crate) use database::PoolSettings;
-pub(crate) use session::SessionConfig;
+pub(crate) use connect::{Endpoint, NoticeHandler};
+pub(crate) use pool::PoolSettings;
+pub(crate) use session::{SessionConfig, SessionSettings};
 
 use batch::Batch;
 use blocking::Blocking;
@@ -34,13 +39,13 @@ impl Sink {
     /// A sink writing to the database: blocking, or batch mode with `batch` settings.
     /// Waits at most the connect timeout for a first session (see [`Database::start`]).
     pub fn database(
-        driver: postgres::Config,
         session: SessionConfig,
         pool: PoolSettings,
+        pool_wait: std::time::Duration,
         batch: Option<BatchSettings>,
         counters: &std::sync::Arc<Counters>,
     ) -> Sink {
-        let db = Database::start(driver, session, pool, counters);
+        let db = Database::start(session, pool, pool_wait, counters);
         match batch {
             Some(settings) => Sink::Batch(Batch::start(db, settings, counters)),
             None => Sink::Blocking(Blocking::new(db)),

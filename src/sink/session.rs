@@ -1,73 +1,646 @@
-//! Pooled database sessions: connecting, per-session setup, creating the table once, and
-//! the INSERT prepared once per connection so that an event costs one round trip.
+//! One database session: a connection with its own small runtime, the statements pglog
+//! needs, and a client-side bound on every one of them.
+//!
+//! # Bounds
+//!
+//! `statement_timeout` is enforced by the server, so it cannot fire while the server is
+//! frozen or the network drops packets. Every request therefore runs under a timer: when
+//! it passes, pglog sends a cancel request (on a fresh connection, as libpq's
+//! `PQcancel` does) and listens [`CANCEL_GRACE`] longer. A canceled statement is known
+//! not to have run; one that never answers may have run, is reported so
+//! ([`Trouble::maybe_done`]), and its session is discarded.
+//!
+//! # Poolers
+//!
+//! Behind a transaction pooler (pgbouncer in transaction or statement mode, pgcat,
+//! Supavisor, RDS Proxy) consecutive statements may run on different server connections,
+//! shared with other programs. A named prepared statement would then run whatever that
+//! other program prepared under the same name, and a session `SET` would change that
+//! other program's session. So pglog uses named statements and session settings only on a
+//! session it has proven to reach the server directly: the backend process id the server
+//! announced at startup (in its cancel key) equals `pg_backend_pid()`. A pooler makes up
+//! its own cancel keys, since a client of it is not tied to one backend. Every other
+//! session uses one unnamed statement per write (Parse, Bind and Execute in one round
+//! trip), with the statement timeout kept by the client alone.
 
-use std::fmt;
+use std::future::Future;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
-use postgres::error::SqlState;
-use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
-use postgres::{Client, NoTls, Statement};
-use r2d2::ManageConnection;
-use r2d2_postgres::PostgresConnectionManager;
+use tokio::io::AsyncReadExt;
+use tokio::runtime::Runtime;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use tokio_postgres::{Client, Statement};
 
+use super::connect::{drive, Address, Broken, Drive, Endpoint, NoticeHandler};
 use super::copy;
+use super::trouble::{Kind, Trouble};
+use crate::fork::Owner;
 use crate::render::Row;
 use crate::schema::{self, Table};
-use crate::tls::Transport;
-use std::io::Write as _;
 
-/// Parameter types of the INSERT, in column order.
-const INSERT_TYPES: [Type; 6] = [
-    Type::TIMESTAMPTZ,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::JSONB,
-];
+/// How long after a statement's bound the answer to the cancel request is awaited.
+pub(crate) const CANCEL_GRACE: Duration = Duration::from_millis(250);
+/// A session idle at least this long is checked for a connection the server closed
+/// meanwhile (restart, idle timeout) before it is used: no round trip, a few µs.
+const CHECK_AFTER: Duration = Duration::from_millis(1);
+/// A session idle at least this long is also pinged (one round trip) before use: a
+/// network path can die without a word.
+const PING_AFTER: Duration = Duration::from_secs(15);
 
-/// A connection with its prepared INSERT.
-pub(crate) struct Session {
+/// What every session of one logger shares.
+pub(crate) struct SessionConfig {
+    pub endpoint: Endpoint,
+    pub table: Table,
+    pub create_table: bool,
+    pub statement_timeout: Duration,
+    /// `false`: commits do not wait for the WAL flush (`synchronous_commit = off`).
+    pub synchronous_commit: bool,
+    /// Whether sessions proven direct may use named prepared statements and `COPY`.
+    pub prepared_statements: bool,
+    /// `user@host:port/db`, for messages.
+    pub target: String,
+    pub on_notice: Box<NoticeHandler>,
+    /// Set once the table and indexes are known to exist, so later sessions skip the check.
+    pub schema_ready: AtomicBool,
+    sql: Sql,
+}
+
+impl std::fmt::Debug for SessionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionConfig")
+            .field("target", &self.target)
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The statements' text, made once from the table name.
+struct Sql {
+    insert: String,
+    insert_many: String,
+    copy: String,
+}
+
+/// Settings of [`SessionConfig::new`] that are plain values.
+pub(crate) struct SessionSettings {
+    pub create_table: bool,
+    pub statement_timeout: Duration,
+    pub synchronous_commit: bool,
+    pub prepared_statements: bool,
+}
+
+impl SessionConfig {
+    pub fn new(
+        endpoint: Endpoint,
+        table: Table,
+        target: String,
+        settings: SessionSettings,
+        on_notice: Box<NoticeHandler>,
+    ) -> SessionConfig {
+        let asynchronous = !settings.synchronous_commit;
+        let sql = Sql {
+            insert: table.insert_sql(asynchronous),
+            insert_many: table.insert_many_sql(asynchronous),
+            copy: table.copy_sql(),
+        };
+        SessionConfig {
+            endpoint,
+            table,
+            create_table: settings.create_table,
+            statement_timeout: settings.statement_timeout,
+            synchronous_commit: settings.synchronous_commit,
+            prepared_statements: settings.prepared_statements,
+            target,
+            on_notice,
+            schema_ready: AtomicBool::new(false),
+            sql,
+        }
+    }
+}
+
+/// The connection proper, which must never be dropped by a forked child: dropping it
+/// would close (and end) its parent's session.
+struct Live {
+    rt: Runtime,
     client: Client,
-    insert: Statement,
-    /// `COPY ... FROM STDIN`, prepared too: saves a round trip per batch.
-    copy: Statement,
+    driver: Box<dyn Drive>,
 }
 
-/// The INSERT's and COPY's parameters for `row`, in column order.
-fn with_params<T>(row: &Row, f: impl FnOnce(&[&(dyn ToSql + Sync)]) -> T) -> T {
-    let level = row.level_word();
-    let data = Data(row);
-    f(&[
-        &row.timestamp,
-        &level,
-        &row.event,
-        &row.func,
-        &row.scope,
-        &data,
-    ])
+/// How this session writes.
+enum Mode {
+    /// Proven to reach the server itself: session settings and named statements, each
+    /// prepared when first needed.
+    Direct {
+        insert: Option<Statement>,
+        copy: Option<Statement>,
+    },
+    /// Possibly behind a pooler: one unnamed statement per write, nothing left behind.
+    Pooled,
 }
 
-/// The `data` column, serialized from the row (through a small buffer: measured cheaper
-/// than writing through `BytesMut`'s `io::Write` adapter).
+pub(crate) struct Session {
+    live: Option<Live>,
+    config: Arc<SessionConfig>,
+    address: Address,
+    owner: Owner,
+    mode: Mode,
+    /// `data`'s type: binary `jsonb` carries a version byte that `json` does not.
+    data_type: Type,
+    broken: bool,
+    last_used: Instant,
+}
+
+impl Session {
+    /// Connects and sets the session up: proves whether it is direct, sets its settings,
+    /// creates the table when it is missing, and reads the `data` column's type. Each
+    /// step is bounded.
+    pub fn open(config: &Arc<SessionConfig>) -> Result<Session, Trouble> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| {
+                Trouble::new(
+                    Kind::Unreachable,
+                    format!("cannot start an I/O runtime: {e}"),
+                )
+            })?;
+        let opened = config.endpoint.open(&rt, &*config.on_notice)?;
+        let mut session = Session {
+            live: Some(Live {
+                rt,
+                client: opened.client,
+                driver: opened.driver,
+            }),
+            config: Arc::clone(config),
+            address: opened.address,
+            owner: Owner::current(),
+            mode: Mode::Pooled,
+            data_type: Type::JSONB,
+            broken: false,
+            last_used: Instant::now(),
+        };
+        session.set_up()?;
+        Ok(session)
+    }
+
+    fn set_up(&mut self) -> Result<(), Trouble> {
+        let limit = self
+            .config
+            .endpoint
+            .limit()
+            .max(self.config.statement_timeout);
+        if self.config.prepared_statements && self.proven_direct(limit)? {
+            let mut settings = format!(
+                "SET statement_timeout = {}",
+                self.config.statement_timeout.as_millis()
+            );
+            if !self.config.synchronous_commit {
+                settings.push_str("; SET synchronous_commit = off");
+            }
+            self.run(limit, async |client| client.batch_execute(&settings).await)?;
+            self.mode = Mode::Direct {
+                insert: None,
+                copy: None,
+            };
+        }
+        if self.config.create_table && !self.config.schema_ready.load(Ordering::Acquire) {
+            self.ensure_table()?;
+        }
+        let table = self.config.table.quoted();
+        let data_type = self.run(limit, async |client| {
+            client
+                .query_typed(schema::DATA_TYPE_SQL, &[(&table, Type::TEXT)])
+                .await
+        })?;
+        self.data_type = match data_type
+            .first()
+            .and_then(|row| row.get::<_, Option<String>>(0))
+        {
+            Some(name) if name == "json" => Type::JSON,
+            _ => Type::JSONB,
+        };
+        Ok(())
+    }
+
+    /// Creates the table and its indexes if any is missing (see [`schema::ensure`]).
+    pub fn ensure_table(&mut self) -> Result<(), Trouble> {
+        let limit = self.config.statement_timeout;
+        let table = self.config.table.clone();
+        self.run(limit, async |client| {
+            schema::ensure(client, &table, limit).await
+        })?;
+        self.config.schema_ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether the backend that announced itself at startup is the one answering now.
+    fn proven_direct(&mut self, limit: Duration) -> Result<bool, Trouble> {
+        let ssl = self.config.endpoint.ssl_mode();
+        let Some(live) = self.live.as_mut() else {
+            return Ok(false);
+        };
+        // The cancel key is only readable from a request written in the clear.
+        let announced = match ssl {
+            SslMode::Disable | SslMode::Prefer => live.rt.block_on(async {
+                tokio::time::timeout(limit, announced_pid(&live.client))
+                    .await
+                    .ok()
+                    .flatten()
+            }),
+            _ => None,
+        };
+        let Some(announced) = announced else {
+            return Ok(false);
+        };
+        let rows = self.run(limit, async |client| {
+            client.query_typed("SELECT pg_backend_pid()", &[]).await
+        })?;
+        Ok(rows.first().map(|row| row.get::<_, i32>(0)) == Some(announced))
+    }
+
+    /// Whether the session may take a statement now: not broken, owned by this process,
+    /// not closed by the server meanwhile, and (after a long quiet) still answering.
+    pub fn usable(&mut self) -> bool {
+        if self.broken || self.live.is_none() || !self.owner.is_current() {
+            return false;
+        }
+        let idle = self.last_used.elapsed();
+        if idle >= CHECK_AFTER && !self.still_open() {
+            self.broken = true;
+            return false;
+        }
+        if idle >= PING_AFTER {
+            let limit = self.config.statement_timeout;
+            if self
+                .run(limit, async |client| client.simple_query("").await)
+                .is_err()
+            {
+                self.broken = true;
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Reads what arrived while the session was idle: a server that closed it (restart,
+    /// `idle_session_timeout`, a pooler's idle timeout) has said so by now.
+    fn still_open(&mut self) -> bool {
+        let Some(live) = self.live.as_mut() else {
+            return false;
+        };
+        let on_notice = &*self.config.on_notice;
+        let driver = &mut live.driver;
+        live.rt.block_on(async {
+            // Lets the runtime look at the socket once before the connection is polled.
+            tokio::task::yield_now().await;
+            std::future::poll_fn(|cx| loop {
+                match driver.poll_message(cx) {
+                    Poll::Ready(Some(Ok(tokio_postgres::AsyncMessage::Notice(notice)))) => {
+                        on_notice(&notice)
+                    }
+                    Poll::Ready(Some(Ok(_))) => {}
+                    Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(false),
+                    Poll::Pending => return Poll::Ready(true),
+                }
+            })
+            .await
+        })
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Inserts one row, within `limit`.
+    pub fn insert(&mut self, row: &Row, limit: Duration) -> Result<(), Trouble> {
+        let data = Data {
+            row,
+            jsonb: self.data_type == Type::JSONB,
+        };
+        let level = row.level_word();
+        let params: [&(dyn ToSql + Sync); 6] = [
+            &row.timestamp,
+            &level,
+            &row.event,
+            &row.func,
+            &row.scope,
+            &data,
+        ];
+        if let Mode::Direct { insert, .. } = &self.mode {
+            let statement = match insert {
+                Some(statement) => statement.clone(),
+                None => {
+                    let sql = self.config.sql.insert.clone();
+                    let types = [
+                        Type::TIMESTAMPTZ,
+                        Type::TEXT,
+                        Type::TEXT,
+                        Type::TEXT,
+                        Type::TEXT,
+                        self.data_type.clone(),
+                    ];
+                    let statement = self.run(limit, async |client| {
+                        client.prepare_typed(&sql, &types).await
+                    })?;
+                    if let Mode::Direct { insert, .. } = &mut self.mode {
+                        *insert = Some(statement.clone());
+                    }
+                    statement
+                }
+            };
+            return self
+                .run(self.direct_limit(limit), async |client| {
+                    client.execute(&statement, &params).await
+                })
+                .map(drop);
+        }
+        let types = [
+            Type::TIMESTAMPTZ,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            self.data_type.clone(),
+        ];
+        let typed: [(&(dyn ToSql + Sync), Type); 6] =
+            std::array::from_fn(|i| (params[i], types[i].clone()));
+        let config = Arc::clone(&self.config);
+        let sql = &config.sql.insert;
+        self.run(limit, async |client| {
+            client.execute_typed(sql, &typed).await
+        })
+        .map(drop)
+    }
+
+    /// Writes `rows` with one statement, all or nothing, within `limit`: binary `COPY` on
+    /// a direct session, one multi-row `INSERT` of arrays otherwise.
+    pub fn insert_batch(&mut self, rows: &[Row], limit: Duration) -> Result<(), Trouble> {
+        let jsonb = self.data_type == Type::JSONB;
+        if let Mode::Direct { copy, .. } = &self.mode {
+            let statement = match copy {
+                Some(statement) => statement.clone(),
+                None => {
+                    let sql = self.config.sql.copy.clone();
+                    let statement = self.run(limit, async |client| client.prepare(&sql).await)?;
+                    if let Mode::Direct { copy, .. } = &mut self.mode {
+                        *copy = Some(statement.clone());
+                    }
+                    statement
+                }
+            };
+            return self
+                .run(self.direct_limit(limit), async |client| {
+                    copy_rows(client, statement, rows, jsonb).await
+                })
+                .map(drop);
+        }
+        let timestamps: Vec<_> = rows.iter().map(|r| r.timestamp).collect();
+        let levels: Vec<&str> = rows.iter().map(Row::level_word).collect();
+        let events: Vec<&str> = rows.iter().map(|r| r.event.as_str()).collect();
+        let funcs: Vec<Option<&str>> = rows.iter().map(|r| r.func.as_deref()).collect();
+        let scopes: Vec<Option<&str>> = rows.iter().map(|r| r.scope.as_deref()).collect();
+        let data: Vec<Data<'_>> = rows.iter().map(|row| Data { row, jsonb }).collect();
+        let data_array = if jsonb {
+            Type::JSONB_ARRAY
+        } else {
+            Type::JSON_ARRAY
+        };
+        let typed: [(&(dyn ToSql + Sync), Type); 6] = [
+            (&timestamps, Type::TIMESTAMPTZ_ARRAY),
+            (&levels, Type::TEXT_ARRAY),
+            (&events, Type::TEXT_ARRAY),
+            (&funcs, Type::TEXT_ARRAY),
+            (&scopes, Type::TEXT_ARRAY),
+            (&data, data_array),
+        ];
+        let config = Arc::clone(&self.config);
+        let sql = &config.sql.insert_many;
+        self.run(limit, async |client| {
+            client.execute_typed(sql, &typed).await
+        })
+        .map(drop)
+    }
+
+    /// A direct session's server enforces the statement timeout itself: give its answer
+    /// a moment to arrive before asking for a cancel.
+    fn direct_limit(&self, limit: Duration) -> Duration {
+        limit + Duration::from_millis(100)
+    }
+
+    /// Runs `request` within `limit` (see the module docs for what happens after it).
+    fn run<T>(
+        &mut self,
+        limit: Duration,
+        request: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, Trouble> {
+        let Some(Live { rt, client, driver }) = self.live.as_mut() else {
+            return Err(Trouble::new(Kind::Lost, "the session is closed"));
+        };
+        let token = client.cancel_token();
+        let config = &self.config;
+        let address = &self.address;
+        let outcome = rt.block_on(async {
+            let mut request = pin!(drive(&mut **driver, &*config.on_notice, request(client)));
+            finish(
+                &mut request,
+                limit,
+                config.endpoint.cancel(&token, address, CANCEL_GRACE),
+            )
+            .await
+        });
+        self.after(outcome)
+    }
+
+    fn after<T>(&mut self, outcome: Result<T, Trouble>) -> Result<T, Trouble> {
+        self.last_used = Instant::now();
+        if let Err(trouble) = &outcome {
+            // A session that lost its way, or whose statement may still be running, is
+            // not used again.
+            if trouble.maybe_done
+                || matches!(trouble.kind, Kind::Lost | Kind::NotPostgres | Kind::Silent)
+            {
+                self.broken = true;
+            }
+        }
+        outcome
+    }
+
+    /// Ends the session politely (a Terminate message), at most a moment.
+    pub fn close(mut self) {
+        if let Some(live) = self.live.take() {
+            if !self.owner.is_current() {
+                std::mem::forget(live);
+                return;
+            }
+            let Live {
+                rt,
+                client,
+                mut driver,
+            } = live;
+            // The driver sends Terminate once the client is gone, then ends.
+            drop(client);
+            if !self.broken {
+                let on_notice = &*self.config.on_notice;
+                rt.block_on(async {
+                    let _ = tokio::time::timeout(Duration::from_millis(100), async {
+                        let pending = std::future::pending::<Result<(), tokio_postgres::Error>>();
+                        let _ = drive(&mut *driver, on_notice, pending).await;
+                    })
+                    .await;
+                });
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // A forked child must not touch its parent's connection, not even to close it:
+        // the socket and the runtime's event queue are shared with the parent.
+        if let Some(live) = self.live.take() {
+            if !self.owner.is_current() {
+                std::mem::forget(live);
+            }
+        }
+    }
+}
+
+/// Awaits `request` for `limit`; then sends `cancel` and awaits it [`CANCEL_GRACE`] more.
+async fn finish<T>(
+    request: &mut std::pin::Pin<
+        &mut impl Future<Output = Result<Result<T, tokio_postgres::Error>, Broken>>,
+    >,
+    limit: Duration,
+    cancel: impl Future<Output = ()>,
+) -> Result<T, Trouble> {
+    let answered = match tokio::time::timeout(limit, request.as_mut()).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            let mut cancel = pin!(cancel);
+            let mut cancel_done = false;
+            let late = std::future::poll_fn(|cx| {
+                if !cancel_done && cancel.as_mut().poll(cx).is_ready() {
+                    cancel_done = true;
+                }
+                request.as_mut().poll(cx)
+            });
+            match tokio::time::timeout(CANCEL_GRACE, late).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    return Err(Trouble::new(
+                        Kind::Timeout,
+                        format!(
+                            "no answer within {limit:?}, nor to a cancel request within {CANCEL_GRACE:?}"
+                        ),
+                    )
+                    .maybe_done())
+                }
+            }
+        }
+    };
+    match answered {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => {
+            let trouble = Trouble::from_statement(&e);
+            // Without an answer from the server, a broken connection leaves the
+            // statement's fate open.
+            Err(if trouble.kind == Kind::Lost {
+                trouble.maybe_done()
+            } else {
+                trouble
+            })
+        }
+        Err(Broken::Connection(e)) => Err(Trouble::new(
+            Kind::Lost,
+            e.map_or_else(
+                || "the server closed the connection".to_owned(),
+                |e| crate::error::chain(&e),
+            ),
+        )
+        .maybe_done()),
+    }
+}
+
+/// The backend process id in the cancel key the server sent at startup, read from a
+/// cancel request written into memory instead of a socket.
+async fn announced_pid(client: &Client) -> Option<i32> {
+    /// A cancel request: length 16, this code, process id, secret key.
+    const CANCEL_REQUEST_CODE: i32 = 80_877_102;
+    let (mut ours, mut theirs) = tokio::io::duplex(64);
+    client
+        .cancel_token()
+        .cancel_query_raw(&mut ours, tokio_postgres::NoTls)
+        .await
+        .ok()?;
+    let mut request = [0u8; 16];
+    theirs.read_exact(&mut request).await.ok()?;
+    let word = |at: usize| {
+        i32::from_be_bytes([
+            request[at],
+            request[at + 1],
+            request[at + 2],
+            request[at + 3],
+        ])
+    };
+    (word(0) == 16 && word(4) == CANCEL_REQUEST_CODE).then(|| word(8))
+}
+
+/// One binary COPY of `rows`, sent in chunks.
+async fn copy_rows(
+    client: &Client,
+    statement: Statement,
+    rows: &[Row],
+    jsonb: bool,
+) -> Result<u64, tokio_postgres::Error> {
+    use futures_util::SinkExt;
+    // The driver sends what it is given as it comes: hand it chunks of this size.
+    const CHUNK: usize = 256 * 1024;
+    let sink = client.copy_in::<_, bytes::Bytes>(&statement).await?;
+    let mut sink = pin!(sink);
+    let mut buf = BytesMut::with_capacity(CHUNK + 4096);
+    let mut bytes = Vec::with_capacity(CHUNK + 4096);
+    copy::header(&mut bytes);
+    for row in rows {
+        copy::row(&mut bytes, row, jsonb);
+        if bytes.len() >= CHUNK {
+            buf.extend_from_slice(&bytes);
+            bytes.clear();
+            sink.send(buf.split().freeze()).await?;
+        }
+    }
+    copy::trailer(&mut bytes);
+    buf.extend_from_slice(&bytes);
+    sink.send(buf.split().freeze()).await?;
+    sink.as_mut().finish().await
+}
+
+/// The `data` column, serialized from the row: JSON text, after a version byte for
+/// binary `jsonb`.
 #[derive(Debug)]
-struct Data<'a>(&'a Row);
+struct Data<'a> {
+    row: &'a Row,
+    jsonb: bool,
+}
 
 impl ToSql for Data<'_> {
     fn to_sql(
         &self,
-        ty: &Type,
+        _: &Type,
         out: &mut BytesMut,
     ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        if *ty == Type::JSONB {
-            // JSONB's binary form: a version byte, then the JSON text.
+        if self.jsonb {
             out.put_u8(copy::JSONB_VERSION);
         }
+        // Through a small buffer: measured cheaper than `BytesMut`'s `io::Write` adapter.
         let mut text = Vec::with_capacity(256);
-        self.0.write_data(&mut text);
+        self.row.write_data(&mut text);
         out.extend_from_slice(&text);
         Ok(IsNull::No)
     }
@@ -77,243 +650,4 @@ impl ToSql for Data<'_> {
     }
 
     to_sql_checked!();
-}
-
-fn lock_timeout_sql(wait: Duration) -> String {
-    format!("SET LOCAL lock_timeout = {}", wait.as_millis().max(1))
-}
-
-impl Session {
-    pub fn insert(&mut self, row: &Row) -> Result<(), postgres::Error> {
-        let insert = &self.insert;
-        let client = &mut self.client;
-        with_params(row, |params| client.execute(insert, params).map(drop))
-    }
-
-    /// Inserts without waiting for locks beyond `lock_wait`: how a failed database is
-    /// tried again, so that a probe of a locked table costs milliseconds, not the
-    /// statement timeout. Four round trips; probes are rare.
-    pub fn probe_insert(&mut self, row: &Row, lock_wait: Duration) -> Result<(), postgres::Error> {
-        let mut tx = self.client.transaction()?;
-        tx.batch_execute(&lock_timeout_sql(lock_wait))?;
-        with_params(row, |params| tx.execute(&self.insert, params))?;
-        tx.commit()
-    }
-
-    /// Writes `rows` with one binary COPY, all or nothing. With `lock_wait` (a probe), in
-    /// a transaction that waits for locks at most that long.
-    pub fn copy(
-        &mut self,
-        rows: &[Row],
-        lock_wait: Option<Duration>,
-    ) -> Result<u64, postgres::Error> {
-        // The driver sends what it is given as it comes: hand it chunks of this size.
-        const CHUNK: usize = 256 * 1024;
-        let mut tx = self.client.transaction()?;
-        if let Some(wait) = lock_wait {
-            tx.batch_execute(&lock_timeout_sql(wait))?;
-        }
-        let mut writer = tx.copy_in(&self.copy)?;
-        let mut buf = Vec::with_capacity(CHUNK + 4096);
-        copy::header(&mut buf);
-        for row in rows {
-            copy::row(&mut buf, row);
-            if buf.len() >= CHUNK {
-                // An I/O error here is the connection's; `finish` reports the cause.
-                if writer.write_all(&buf).is_err() {
-                    break;
-                }
-                buf.clear();
-            }
-        }
-        copy::trailer(&mut buf);
-        let _ = writer.write_all(&buf);
-        let written = writer.finish()?;
-        tx.commit()?;
-        Ok(written)
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.client.is_closed()
-    }
-}
-
-/// What a session needs to know to set itself up.
-#[derive(Debug)]
-pub(crate) struct SessionConfig {
-    pub table: Table,
-    pub create_table: bool,
-    pub statement_timeout: Duration,
-    /// `false`: `synchronous_commit = off` on pglog's sessions.
-    pub synchronous_commit: bool,
-    /// `user@host:port/db`, for messages.
-    pub target: String,
-    /// Plain or TLS, as `sslmode` and the root certificate say.
-    pub transport: Transport,
-}
-
-/// Opens sessions for r2d2: the stock postgres manager, plus our setup.
-pub(crate) struct Manager {
-    connect: Connector,
-    config: Arc<SessionConfig>,
-    insert_sql: String,
-    copy_sql: String,
-    /// Set once the table and indexes are known to exist, so later sessions skip the check.
-    schema_ready: AtomicBool,
-}
-
-impl fmt::Debug for Manager {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The driver config holds the password: never print it.
-        f.debug_struct("Manager")
-            .field("target", &self.config.target)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The stock postgres manager for the transport in use; it is generic over the TLS
-/// connector, so each transport has its own.
-enum Connector {
-    Plain(PostgresConnectionManager<NoTls>),
-    #[cfg(feature = "tls-rustls")]
-    Rustls(PostgresConnectionManager<tokio_postgres_rustls::MakeRustlsConnect>),
-}
-
-impl Connector {
-    fn new(driver: postgres::Config, transport: &Transport) -> Connector {
-        match transport {
-            Transport::Plain => Connector::Plain(PostgresConnectionManager::new(driver, NoTls)),
-            #[cfg(feature = "tls-rustls")]
-            Transport::Rustls(tls) => {
-                Connector::Rustls(PostgresConnectionManager::new(driver, tls.clone()))
-            }
-        }
-    }
-
-    fn connect(&self) -> Result<Client, postgres::Error> {
-        match self {
-            Connector::Plain(manager) => manager.connect(),
-            #[cfg(feature = "tls-rustls")]
-            Connector::Rustls(manager) => manager.connect(),
-        }
-    }
-}
-
-impl Manager {
-    pub fn new(driver: postgres::Config, config: Arc<SessionConfig>) -> Manager {
-        Manager {
-            connect: Connector::new(driver, &config.transport),
-            insert_sql: config.table.insert_sql(),
-            copy_sql: config.table.copy_sql(),
-            config,
-            schema_ready: AtomicBool::new(false),
-        }
-    }
-}
-
-impl ManageConnection for Manager {
-    type Connection = Session;
-    type Error = SessionError;
-
-    fn connect(&self) -> Result<Session, SessionError> {
-        let config = &self.config;
-        let fail = |stage| {
-            move |source| SessionError {
-                stage,
-                source,
-                config: Arc::clone(config),
-            }
-        };
-        let mut client = self.connect.connect().map_err(fail(Stage::Connect))?;
-        let mut setup = format!(
-            "SET statement_timeout = {}",
-            config.statement_timeout.as_millis()
-        );
-        if !config.synchronous_commit {
-            setup.push_str("; SET synchronous_commit = off");
-        }
-        client.batch_execute(&setup).map_err(fail(Stage::Setup))?;
-        if config.create_table && !self.schema_ready.load(Ordering::Acquire) {
-            schema::ensure(&mut client, &config.table).map_err(fail(Stage::Schema))?;
-            self.schema_ready.store(true, Ordering::Release);
-        }
-        let insert = client
-            .prepare_typed(&self.insert_sql, &INSERT_TYPES)
-            .map_err(fail(Stage::Prepare))?;
-        let copy = client
-            .prepare(&self.copy_sql)
-            .map_err(fail(Stage::Prepare))?;
-        Ok(Session {
-            client,
-            insert,
-            copy,
-        })
-    }
-
-    fn is_valid(&self, session: &mut Session) -> Result<(), SessionError> {
-        session
-            .client
-            .simple_query("")
-            .map(drop)
-            .map_err(|source| SessionError {
-                stage: Stage::Connect,
-                source,
-                config: Arc::clone(&self.config),
-            })
-    }
-
-    fn has_broken(&self, session: &mut Session) -> bool {
-        session.client.is_closed()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stage {
-    Connect,
-    Setup,
-    Schema,
-    Prepare,
-}
-
-/// Why a session could not be opened, worded for the operator who has to fix it.
-#[derive(Debug)]
-pub(crate) struct SessionError {
-    pub stage: Stage,
-    pub source: postgres::Error,
-    config: Arc<SessionConfig>,
-}
-
-impl fmt::Display for SessionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (target, table) = (&self.config.target, self.config.table.quoted());
-        let e = crate::error::chain(&self.source);
-        // A table of another shape fails in CREATE INDEX or in PREPARE, whichever
-        // comes first: name the cause, not the stage.
-        let wrong_shape = matches!(
-            self.source.code(),
-            Some(c) if *c == SqlState::UNDEFINED_COLUMN || *c == SqlState::DATATYPE_MISMATCH
-        );
-        match self.stage {
-            _ if wrong_shape => write!(
-                f,
-                "cannot insert into table {table} on {target}: {e}; the table needs pglog's columns \
-                 (timestamp timestamptz, level text, event text, func text, scope text, data jsonb): \
-                 alter it, or log to another table"
-            ),
-            Stage::Connect => write!(f, "cannot connect to {target}: {e}"),
-            Stage::Setup => write!(f, "cannot set up a session on {target}: {e}"),
-            Stage::Schema => write!(
-                f,
-                "cannot create table {table} or its indexes on {target}: {e}; create them as the \
-                 table's owner, or turn table creation off for a role that may only INSERT"
-            ),
-            Stage::Prepare => write!(f, "cannot insert into table {table} on {target}: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for SessionError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
 }
