@@ -25,9 +25,15 @@ const INDEXES: [(&str, &str); 4] = [
 /// The columns pglog writes, in the order of its INSERT and COPY parameters.
 const COLUMNS: &str = "(\"timestamp\", \"level\", \"event\", \"func\", \"scope\", \"data\")";
 
-/// The type of the table's `data` column (no row when the table or column is missing).
-pub(crate) const DATA_TYPE_SQL: &str = "SELECT format_type(a.atttypid, NULL) FROM pg_attribute a \
-     WHERE a.attrelid = to_regclass($1) AND a.attname = 'data' AND a.attnum > 0 AND NOT a.attisdropped";
+/// What a session learns of the table before writing: whether it exists, the pglog
+/// columns it lacks, whether this role may insert, and the `data` column's type.
+pub(crate) const INSPECT_SQL: &str = "SELECT to_regclass($1) IS NOT NULL, \
+     ARRAY(SELECT c FROM unnest(ARRAY['timestamp', 'level', 'event', 'func', 'scope', 'data']) AS c \
+           WHERE NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = to_regclass($1) \
+                             AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped)), \
+     coalesce(has_table_privilege(to_regclass($1), 'INSERT'), false), \
+     (SELECT format_type(a.atttypid, NULL) FROM pg_attribute a \
+      WHERE a.attrelid = to_regclass($1) AND a.attname = 'data' AND a.attnum > 0 AND NOT a.attisdropped)";
 
 /// Makes the statement's own commit skip the WAL flush wait, without touching the
 /// session (`set_config(.., true)` lasts for the statement's implicit transaction).
@@ -138,7 +144,7 @@ pub(crate) fn quote_ident(name: &str) -> String {
 }
 
 /// Creates the table and its indexes unless they all exist already; each statement waits
-/// at most `limit`, for locks too.
+/// at most `limit`, for locks too. `true` when something was missing.
 ///
 /// When everything exists nothing but one catalog query runs, so a role that may only
 /// INSERT can log into a table created by its owner. Otherwise the DDL runs under a
@@ -150,9 +156,9 @@ pub(crate) async fn ensure(
     client: &mut Client,
     table: &Table,
     limit: Duration,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<bool, tokio_postgres::Error> {
     if is_complete(client, table).await? {
-        return Ok(());
+        return Ok(false);
     }
     match create(client, table, limit).await {
         // A writer that does not take our lock (stogger in Python, say) raced us: what it
@@ -160,6 +166,7 @@ pub(crate) async fn ensure(
         Err(e) if is_creation_race(&e) => create(client, table, limit).await,
         other => other,
     }
+    .map(|()| true)
 }
 
 async fn is_complete(client: &Client, table: &Table) -> Result<bool, tokio_postgres::Error> {

@@ -213,12 +213,16 @@ impl Database {
             self.checked_out(&local, local.pool.get(self.pool_wait))?
         };
         let mut result = op(&mut session, probing);
-        if let Err(trouble) = &result {
-            if trouble.kind == Kind::NoTable
-                && self.config.create_table
-                && self.recreate(&mut session)
-            {
-                result = op(&mut session, probing);
+        if matches!(&result, Err(t) if t.kind == Kind::NoTable && self.config.create_table) {
+            // Dropped meanwhile (a DBA's cleanup, a test reset): a new session creates it
+            // again as it opens, and says so.
+            self.config
+                .schema_ready
+                .store(false, std::sync::atomic::Ordering::Release);
+            session.discard();
+            drop(session);
+            if let Ok(mut fresh) = local.pool.get(self.pool_wait) {
+                result = op(&mut fresh, probing);
             }
         }
         match result {
@@ -238,25 +242,6 @@ impl Database {
                 Err(Failure::Down { maybe_done })
             }
             Err(trouble) => Err(Failure::Rejected(trouble)),
-        }
-    }
-
-    /// The table disappeared (a DBA's cleanup, a test reset): create it again, once per
-    /// disappearance, under the usual advisory lock.
-    fn recreate(&self, session: &mut Session) -> bool {
-        self.config
-            .schema_ready
-            .store(false, std::sync::atomic::Ordering::Release);
-        match session.ensure_table() {
-            Ok(()) => {
-                fallback::notice(&format!(
-                    "table {} disappeared from {}; created it again",
-                    self.table(),
-                    self.config.target
-                ));
-                true
-            }
-            Err(_) => false,
         }
     }
 

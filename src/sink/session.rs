@@ -68,6 +68,9 @@ pub(crate) struct SessionConfig {
     pub on_notice: Box<NoticeHandler>,
     /// Set once the table and indexes are known to exist, so later sessions skip the check.
     pub schema_ready: AtomicBool,
+    /// Set once a session found the table usable: creating it after that means someone
+    /// dropped it.
+    table_seen: AtomicBool,
     sql: Sql,
 }
 
@@ -119,6 +122,7 @@ impl SessionConfig {
             target,
             on_notice,
             schema_ready: AtomicBool::new(false),
+            table_seen: AtomicBool::new(false),
             sql,
         }
     }
@@ -210,33 +214,74 @@ impl Session {
                 copy: None,
             };
         }
-        if self.config.create_table && !self.config.schema_ready.load(Ordering::Acquire) {
+        let create = self.config.create_table;
+        if create && !self.config.schema_ready.load(Ordering::Acquire) {
             self.ensure_table()?;
         }
+        match self.inspect(limit) {
+            // Dropped since it was last seen (a DBA's cleanup, a test reset).
+            Err(trouble) if trouble.kind == Kind::NoTable && create => {
+                self.ensure_table()?;
+                self.inspect(limit)
+            }
+            other => other,
+        }
+    }
+
+    /// Checks the table before anything is written to it, so that a missing table, a
+    /// table of another shape or a missing grant is named when the session opens (and
+    /// by `require_database` at startup), and learns the `data` column's type.
+    fn inspect(&mut self, limit: Duration) -> Result<(), Trouble> {
         let table = self.config.table.quoted();
-        let data_type = self.run(limit, async |client| {
+        let rows = self.run(limit, async |client| {
             client
-                .query_typed(schema::DATA_TYPE_SQL, &[(&table, Type::TEXT)])
+                .query_typed(schema::INSPECT_SQL, &[(&table, Type::TEXT)])
                 .await
         })?;
-        self.data_type = match data_type
-            .first()
-            .and_then(|row| row.get::<_, Option<String>>(0))
-        {
-            Some(name) if name == "json" => Type::JSON,
+        let Some(row) = rows.first() else {
+            return Ok(());
+        };
+        let (exists, missing, may_insert, data_type): (bool, Vec<String>, bool, Option<String>) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        if !exists {
+            return Err(Trouble::new(Kind::NoTable, "relation does not exist"));
+        }
+        if !missing.is_empty() {
+            return Err(Trouble::new(
+                Kind::Shape,
+                format!("it lacks the column(s) {}", missing.join(", ")),
+            ));
+        }
+        if !may_insert {
+            return Err(Trouble::new(
+                Kind::Permission,
+                "the role may not INSERT into it",
+            ));
+        }
+        self.config.table_seen.store(true, Ordering::Release);
+        self.data_type = match data_type.as_deref() {
+            Some("json") => Type::JSON,
             _ => Type::JSONB,
         };
         Ok(())
     }
 
-    /// Creates the table and its indexes if any is missing (see [`schema::ensure`]).
+    /// Creates the table and its indexes if any is missing (see [`schema::ensure`]); says
+    /// so when the table had been seen before, so it disappeared meanwhile.
     pub fn ensure_table(&mut self) -> Result<(), Trouble> {
         let limit = self.config.statement_timeout;
         let table = self.config.table.clone();
-        self.run(limit, async |client| {
+        let created = self.run(limit, async |client| {
             schema::ensure(client, &table, limit).await
         })?;
         self.config.schema_ready.store(true, Ordering::Release);
+        if created && self.config.table_seen.load(Ordering::Acquire) {
+            crate::fallback::notice(&format!(
+                "table {} disappeared from {}; created it again",
+                self.config.table.quoted(),
+                self.config.target
+            ));
+        }
         Ok(())
     }
 
@@ -318,6 +363,11 @@ impl Session {
         self.broken
     }
 
+    /// Marks the session for closing when it is given back.
+    pub fn discard(&mut self) {
+        self.broken = true;
+    }
+
     /// Inserts one row, within `limit`.
     pub fn insert(&mut self, row: &Row, limit: Duration) -> Result<(), Trouble> {
         let data = Data {
@@ -395,11 +445,17 @@ impl Session {
                     statement
                 }
             };
-            return self
+            let copied = self
                 .run(self.direct_limit(limit), async |client| {
                     copy_rows(client, statement, rows, jsonb).await
                 })
                 .map(drop);
+            // The driver can lose its place in the protocol when a COPY fails before it
+            // starts (its next request then reads the failed one's last answer).
+            if copied.is_err() {
+                self.broken = true;
+            }
+            return copied;
         }
         let timestamps: Vec<_> = rows.iter().map(|r| r.timestamp).collect();
         let levels: Vec<&str> = rows.iter().map(Row::level_word).collect();
@@ -440,7 +496,7 @@ impl Session {
         limit: Duration,
         request: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, Trouble> {
-        let Some(Live { rt, client, driver }) = self.live.as_mut() else {
+        let Some(Live { rt, client, driver }) = self.live.as_mut().filter(|_| !self.broken) else {
             return Err(Trouble::new(Kind::Lost, "the session is closed"));
         };
         let token = client.cancel_token();

@@ -312,3 +312,59 @@ pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// The events a child wrote to stderr instead of storing them: the JSON of every line
+/// whose message is `event`, with whether the line says the write's outcome is unknown
+/// (such an event may be in the table too).
+pub fn fallback_events(stderr: &str, event: &str) -> Vec<(serde_json::Value, bool)> {
+    let marker = format!(": {event} {{");
+    stderr
+        .lines()
+        .filter_map(|line| {
+            let at = line.find(&marker)? + marker.len() - 1;
+            let json: serde_json::Value = serde_json::from_str(&line[at..]).ok()?;
+            let uncertain = json["pglog_outcome"] == "unknown";
+            Some((json, uncertain))
+        })
+        .collect()
+}
+
+/// Checks that the events numbered `0..count` are each stored once or written to stderr
+/// once, never both unless stderr says the write's outcome was unknown. Returns the
+/// numbers stored, on stderr, and uncertain.
+pub fn check_every_event(
+    stored: &[u64],
+    on_stderr: &[(u64, bool)],
+    count: u64,
+    what: &str,
+) -> (usize, usize, usize) {
+    use std::collections::BTreeSet;
+    let rows: BTreeSet<u64> = stored.iter().copied().collect();
+    assert_eq!(rows.len(), stored.len(), "{what}: an event stored twice");
+    let lines: BTreeSet<u64> = on_stderr.iter().map(|(i, _)| *i).collect();
+    assert_eq!(
+        lines.len(),
+        on_stderr.len(),
+        "{what}: an event on stderr twice"
+    );
+    let uncertain: BTreeSet<u64> = on_stderr
+        .iter()
+        .filter(|(_, u)| *u)
+        .map(|(i, _)| *i)
+        .collect();
+    let both: BTreeSet<u64> = rows.intersection(&lines).copied().collect();
+    assert!(
+        both.is_subset(&uncertain),
+        "{what}: events both stored and on stderr without an unknown outcome: {:?}",
+        both.difference(&uncertain).take(10).collect::<Vec<_>>()
+    );
+    let all: BTreeSet<u64> = rows.union(&lines).copied().collect();
+    let missing: Vec<u64> = (0..count).filter(|i| !all.contains(i)).take(10).collect();
+    assert!(missing.is_empty(), "{what}: events lost, e.g. {missing:?}");
+    assert_eq!(
+        all.len() as u64,
+        count,
+        "{what}: events that were never logged"
+    );
+    (rows.len(), lines.len(), uncertain.len())
+}

@@ -49,6 +49,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod faults;
+mod pgbouncer;
+
+pub use pgbouncer::Pgbouncer;
+
 const NOT_FOUND: &str = "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found; \
 run .ci/ensure-postgres (installs Debian's postgresql package) or set PGLOG_PG_BINDIR";
 
