@@ -15,7 +15,7 @@ use crate::stats::{Counters, Stats};
 
 /// Crates whose records describe pglog's own database traffic. Storing them would need
 /// the very connection they are about, so they never reach the table (see [`Logger`]).
-const DRIVER_TARGETS: [&str; 3] = ["tokio_postgres", "postgres", "r2d2"];
+const DRIVER_TARGETS: [&str; 2] = ["tokio_postgres", "postgres"];
 
 thread_local! {
     /// Set while this thread is inside a sink, so records emitted meanwhile (by the
@@ -44,10 +44,10 @@ impl Core {
 /// Made by [`Builder::build`](crate::Builder::build) to compose with other loggers, or
 /// installed globally by [`Builder::try_init`](crate::Builder::try_init).
 ///
-/// Records from the database driver and pool (targets `postgres`, `tokio_postgres`,
-/// `r2d2` and their modules), and records emitted on a thread while pglog is writing on
-/// it, are never written to the table: at `warn` and above they go to stderr, below that
-/// they are discarded. This keeps the logger from recursing into itself or deadlocking
+/// Records from the database driver (targets `postgres`, `tokio_postgres` and their
+/// modules), and records emitted on a thread while pglog is writing on it, are never
+/// written to the table: at `warn` and above they go to stderr, below that they are
+/// dropped (and counted in [`Stats::dropped`]). This keeps the logger from recursing into itself or deadlocking
 /// when every target is enabled at `trace`.
 pub struct Logger {
     filter: env_filter::Filter,
@@ -175,7 +175,6 @@ mod tests {
     fn driver_targets_match_crates_and_their_modules_only() {
         assert!(is_driver("postgres"));
         assert!(is_driver("tokio_postgres::prepare"));
-        assert!(is_driver("r2d2"));
         assert!(!is_driver("postgres_tool"));
         assert!(!is_driver("app::postgres"));
     }

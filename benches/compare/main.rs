@@ -3,7 +3,10 @@
 //! pglog created:
 //!
 //! - blocking mode, 1 and 4 threads, against `pgbench -M prepared` (1 and 4 clients);
-//! - batch mode against `psql \copy`, and against the Python library fapilog's
+//!   and with unnamed statements only (`prepared_statements(false)`, what every session
+//!   behind a transaction pooler uses) against the default, prepared path;
+//! - batch mode against `psql \copy`, with unnamed statements (one multi-row `INSERT`
+//!   per batch instead of `COPY`) too, and against the Python library fapilog's
 //!   `PostgresSink` (batch sizes 100 and 1,000), installed into a virtualenv here;
 //! - startup: from `build()` to the first row committed, and `build()` with the
 //!   database down;
@@ -87,16 +90,18 @@ fn blocking(
     n: u64,
 ) {
     let results = rounds(vec![
-        Box::new(|run| pglog_blocking(dsn, &format!("blocking1_{run}"), n, 1)),
+        Box::new(|run| pglog_blocking(dsn, &format!("blocking1_{run}"), n, 1, true)),
         Box::new(|run| pgbench_insert(server, dsn, &format!("pgbench1_{run}"), data, n, 1)),
-        Box::new(|run| pglog_blocking(dsn, &format!("blocking4_{run}"), n, 4)),
+        Box::new(|run| pglog_blocking(dsn, &format!("blocking4_{run}"), n, 4, true)),
         Box::new(|run| pgbench_insert(server, dsn, &format!("pgbench4_{run}"), data, n, 4)),
+        Box::new(|run| pglog_blocking(dsn, &format!("unnamed1_{run}"), n, 1, false)),
     ]);
     let names = [
         ("pglog blocking, 1 thread", true),
         ("pgbench -M prepared, 1 client", false),
         ("pglog blocking, 4 threads", true),
         ("pgbench -M prepared, 4 clients", false),
+        ("pglog blocking, 1 thread, unnamed statements", true),
     ];
     let at: Vec<usize> = names
         .iter()
@@ -113,11 +118,23 @@ fn blocking(
         reference: at[3],
         target: None,
     });
+    // What a session behind a transaction pooler pays, against the direct, prepared path.
+    report.ratios.push(Ratio {
+        ours: at[4],
+        reference: at[0],
+        target: None,
+    });
 }
 
-/// Blocking mode, `threads` threads sharing one logger (and its pool of 4 sessions).
-fn pglog_blocking(dsn: &str, table: &str, events: u64, threads: u64) -> f64 {
-    let (logger, guard) = pglog::Builder::new().dsn(dsn).table(table).build().unwrap();
+/// Blocking mode, `threads` threads sharing one logger (and its pool of 4 sessions);
+/// `prepared`: the default, else unnamed statements only.
+fn pglog_blocking(dsn: &str, table: &str, events: u64, threads: u64, prepared: bool) -> f64 {
+    let (logger, guard) = pglog::Builder::new()
+        .dsn(dsn)
+        .table(table)
+        .prepared_statements(prepared)
+        .build()
+        .unwrap();
     let per_thread = events / threads;
     let started = Instant::now();
     std::thread::scope(|scope| {
@@ -145,8 +162,9 @@ fn batch(
     n: u64,
 ) {
     let mut systems: Vec<Box<dyn FnMut(usize) -> f64 + '_>> = vec![
-        Box::new(|run| pglog_batch(dsn, &format!("batch_{run}"), n)),
+        Box::new(|run| pglog_batch(dsn, &format!("batch_{run}"), n, true)),
         Box::new(|run| psql_copy(server, dsn, &format!("copy_{run}"), data, n)),
+        Box::new(|run| pglog_batch(dsn, &format!("batch_unnamed_{run}"), n, false)),
     ];
     let url = server.url("bench");
     for (f, size) in fapilog
@@ -161,16 +179,22 @@ fn batch(
     let results = rounds(systems);
     let ours = report.rate("pglog batch", &results[0], true);
     let copy = report.rate("psql \\copy", &results[1], false);
+    let unnamed = report.rate("pglog batch, unnamed statements", &results[2], true);
     report.ratios.push(Ratio {
         ours,
         reference: copy,
         target: Some(0.8),
     });
+    report.ratios.push(Ratio {
+        ours: unnamed,
+        reference: ours,
+        target: None,
+    });
     if fapilog.is_none() {
         return;
     }
-    let best = results[2..].iter().map(|r| median(r)).fold(0.0, f64::max);
-    for (size, runs) in FAPILOG_BATCHES.iter().zip(&results[2..]) {
+    let best = results[3..].iter().map(|r| median(r)).fold(0.0, f64::max);
+    for (size, runs) in FAPILOG_BATCHES.iter().zip(&results[3..]) {
         let name = format!(
             "fapilog {} PostgresSink, batch {}",
             Fapilog::VERSION,
@@ -203,13 +227,15 @@ fn batch(
     ));
 }
 
-/// From `build()` until the guard's drop has committed the last event.
-fn pglog_batch(dsn: &str, table: &str, n: u64) -> f64 {
+/// From `build()` until the guard's drop has committed the last event; `prepared`: the
+/// default (`COPY`), else one multi-row `INSERT` per batch.
+fn pglog_batch(dsn: &str, table: &str, n: u64, prepared: bool) -> f64 {
     create_table(dsn, table);
     let started = Instant::now();
     let (logger, guard) = pglog::Builder::new()
         .dsn(dsn)
         .table(table)
+        .prepared_statements(prepared)
         .batch()
         .build()
         .unwrap();
