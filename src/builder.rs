@@ -124,6 +124,7 @@ impl Builder {
             batch: false,
             batch_settings: BatchSettings {
                 capacity: 10_000,
+                queue_bytes: 64 << 20,
                 batch_size: 1_000,
                 flush_interval: Duration::from_millis(100),
                 overflow: Overflow::default(),
@@ -186,6 +187,16 @@ impl Builder {
     /// bounded by this, whatever the database does.
     pub fn queue_capacity(mut self, capacity: usize) -> Builder {
         self.batch_settings.capacity = capacity;
+        self
+    }
+
+    /// Most bytes of events the batch mode queue holds (default 64 MiB); events are
+    /// weighed by what they hold (message, key-values, call site). With
+    /// [`queue_capacity`](Builder::queue_capacity) it bounds memory whatever the events
+    /// weigh: the overflow policy applies when either is reached. A batch also ends at
+    /// 8 MiB, so memory stays under about this plus 16 MiB.
+    pub fn queue_bytes(mut self, bytes: usize) -> Builder {
+        self.batch_settings.queue_bytes = bytes;
         self
     }
 
@@ -285,6 +296,7 @@ impl Builder {
             root_cert,
             batch,
             queue_capacity,
+            queue_bytes,
             batch_size,
             flush_interval_ms,
             overflow,
@@ -317,6 +329,7 @@ impl Builder {
         self.batch = batch.unwrap_or(self.batch);
         let settings = &mut self.batch_settings;
         settings.capacity = queue_capacity.map_or(settings.capacity, |v| v.get());
+        settings.queue_bytes = queue_bytes.map_or(settings.queue_bytes, |v| v.get());
         settings.batch_size = batch_size.map_or(settings.batch_size, |v| v.get());
         settings.flush_interval = flush_interval_ms.map_or(settings.flush_interval, ms);
         settings.overflow = overflow.unwrap_or(settings.overflow);
@@ -497,6 +510,9 @@ impl Builder {
         }
         if self.batch_settings.batch_size == 0 {
             return Err(Error::config("batch_size", "must be at least 1"));
+        }
+        if self.batch_settings.queue_bytes == 0 {
+            return Err(Error::config("queue_bytes", "must be at least 1"));
         }
         for (key, value) in [
             ("pool_wait", self.pool_wait),
@@ -714,6 +730,7 @@ mod tests {
             root_cert: Some("/ca.pem".into()),
             batch: Some(true),
             queue_capacity: NonZeroUsize::new(9),
+            queue_bytes: NonZeroUsize::new(4096),
             batch_size: NonZeroUsize::new(3),
             flush_interval_ms: NonZeroU64::new(11),
             overflow: Some(Overflow::default()),
@@ -740,7 +757,7 @@ mod tests {
         assert_eq!(b.root_cert, Some(PathBuf::from("/ca.pem")));
         assert!(b.batch);
         let s = &b.batch_settings;
-        assert_eq!((s.capacity, s.batch_size), (9, 3));
+        assert_eq!((s.capacity, s.batch_size, s.queue_bytes), (9, 3, 4096));
         assert_eq!(s.flush_interval, Duration::from_millis(11));
         assert_eq!(s.overflow, Overflow::Block(Duration::from_millis(13)));
         assert_eq!(s.flush_level, LevelFilter::Warn);

@@ -115,6 +115,8 @@ pub struct Config {
     pub batch: Option<bool>,
     /// Most events the batch mode queue holds (default 10,000).
     pub queue_capacity: Option<NonZeroUsize>,
+    /// Most bytes of events the batch mode queue holds (default 64 MiB).
+    pub queue_bytes: Option<NonZeroUsize>,
     /// Most events one `COPY` writes in batch mode (default 1,000).
     pub batch_size: Option<NonZeroUsize>,
     /// Longest the batch writer waits for a batch to fill, in milliseconds (default 100).
@@ -215,6 +217,7 @@ impl Config {
     /// | `root_cert` | `PGLOG_SSLROOTCERT` | |
     /// | `batch` | `PGLOG_BATCH` | |
     /// | `queue_capacity` | `PGLOG_QUEUE_CAPACITY` | |
+    /// | `queue_bytes` | `PGLOG_QUEUE_BYTES` | |
     /// | `batch_size` | `PGLOG_BATCH_SIZE` | |
     /// | `flush_interval_ms` | `PGLOG_FLUSH_INTERVAL_MS` | |
     /// | `overflow` | `PGLOG_OVERFLOW` | |
@@ -277,6 +280,7 @@ impl Config {
             root_cert: over.root_cert.or(self.root_cert),
             batch: over.batch.or(self.batch),
             queue_capacity: over.queue_capacity.or(self.queue_capacity),
+            queue_bytes: over.queue_bytes.or(self.queue_bytes),
             batch_size: over.batch_size.or(self.batch_size),
             flush_interval_ms: over.flush_interval_ms.or(self.flush_interval_ms),
             overflow: over.overflow.or(self.overflow),
@@ -309,6 +313,7 @@ impl fmt::Debug for Config {
             .field("root_cert", &self.root_cert)
             .field("batch", &self.batch)
             .field("queue_capacity", &self.queue_capacity)
+            .field("queue_bytes", &self.queue_bytes)
             .field("batch_size", &self.batch_size)
             .field("flush_interval_ms", &self.flush_interval_ms)
             .field("overflow", &self.overflow)
@@ -607,6 +612,7 @@ pub(crate) fn from_lookup(env: Lookup<'_>) -> Result<Config, Error> {
         root_cert: vars.text(&["PGLOG_SSLROOTCERT"]).map(PathBuf::from),
         batch: vars.parsed("batch", &["PGLOG_BATCH"], parse_bool)?,
         queue_capacity: vars.parsed("queue_capacity", &["PGLOG_QUEUE_CAPACITY"], parse_non_zero)?,
+        queue_bytes: vars.parsed("queue_bytes", &["PGLOG_QUEUE_BYTES"], parse_non_zero)?,
         batch_size: vars.parsed("batch_size", &["PGLOG_BATCH_SIZE"], parse_non_zero)?,
         flush_interval_ms: vars.parsed(
             "flush_interval_ms",
@@ -730,6 +736,7 @@ pub(crate) mod tests {
             root_cert = "/etc/ssl/db-ca.pem"
             batch = true
             queue_capacity = 500
+            queue_bytes = 100000
             batch_size = 50
             flush_interval_ms = 20
             overflow = "drop"
@@ -760,6 +767,7 @@ pub(crate) mod tests {
         want.root_cert = Some("/etc/ssl/db-ca.pem".into());
         want.batch = Some(true);
         want.queue_capacity = NonZeroUsize::new(500);
+        want.queue_bytes = NonZeroUsize::new(100_000);
         want.batch_size = NonZeroUsize::new(50);
         want.flush_interval_ms = nz64(20);
         want.overflow = Some(Overflow::Drop);
@@ -844,6 +852,7 @@ pub(crate) mod tests {
             ("PGLOG_SSLROOTCERT", "/ca.pem"),
             ("PGLOG_BATCH", "true"),
             ("PGLOG_QUEUE_CAPACITY", "64"),
+            ("PGLOG_QUEUE_BYTES", "65536"),
             ("PGLOG_BATCH_SIZE", "8"),
             ("PGLOG_FLUSH_INTERVAL_MS", "5"),
             ("PGLOG_OVERFLOW", "Block"),
@@ -870,6 +879,7 @@ pub(crate) mod tests {
         assert_eq!(c.root_cert, Some(PathBuf::from("/ca.pem")));
         assert_eq!(c.batch, Some(true));
         assert_eq!(c.queue_capacity, NonZeroUsize::new(64));
+        assert_eq!(c.queue_bytes, NonZeroUsize::new(65536));
         assert_eq!(c.batch_size, NonZeroUsize::new(8));
         assert_eq!(c.flush_interval_ms, nz64(5));
         assert_eq!(c.overflow, Some(Overflow::default()));

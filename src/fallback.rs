@@ -122,11 +122,40 @@ fn epoch() -> Instant {
 
 /// The one function that writes to stderr.
 fn write_line(line: &str) {
+    #[cfg(test)]
+    if capture::write(line) {
+        return;
+    }
     let mut buf = Vec::with_capacity(line.len() + 1);
     buf.extend_from_slice(line.as_bytes());
     buf.push(b'\n');
     // Nothing useful can be done if stderr is gone; the event was counted as sent here.
     let _ = std::io::stderr().lock().write_all(&buf);
+}
+
+/// Unit tests read what pglog would have written to stderr here, instead of cluttering
+/// the test output with it.
+#[cfg(test)]
+pub(crate) mod capture {
+    use crate::sync::Mutex;
+
+    static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    pub(super) fn write(line: &str) -> bool {
+        LINES.lock().push(line.to_owned());
+        true
+    }
+
+    /// The lines written so far that contain `needle` (tests run in parallel: pick a
+    /// needle of your own).
+    pub fn lines_with(needle: &str) -> Vec<String> {
+        LINES
+            .lock()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
 }
 
 #[cfg(test)]

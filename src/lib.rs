@@ -84,6 +84,7 @@ mod schema;
 mod scope;
 mod sink;
 mod stats;
+mod sync;
 mod tls;
 
 pub use builder::{init, Builder, DEFAULT_TABLE};

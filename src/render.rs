@@ -54,6 +54,23 @@ pub(crate) struct Row {
 }
 
 impl Row {
+    /// About how many bytes the row holds, for the batch queue's byte bound: its heap
+    /// allocations (by capacity, which is what they occupy) and the struct itself.
+    pub fn weight(&self) -> usize {
+        let owned = |cow: &Option<Cow<'static, str>>| match cow {
+            Some(Cow::Owned(text)) => text.capacity(),
+            _ => 0,
+        };
+        std::mem::size_of::<Row>()
+            + self.event.capacity()
+            + self.func.as_ref().map_or(0, String::capacity)
+            + self.scope.as_ref().map_or(0, String::capacity)
+            + self.target.as_ref().map_or(0, String::capacity)
+            + owned(&self.module)
+            + owned(&self.file)
+            + self.fields.capacity()
+    }
+
     /// The `level` column: stogger's vocabulary.
     pub fn level_word(&self) -> &'static str {
         level_word(self.level)

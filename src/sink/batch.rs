@@ -1,12 +1,23 @@
 //! Background batch mode: callers render and enqueue; one named writer thread drains the
-//! queue and writes batches with binary COPY.
+//! queue and writes batches, each with one statement.
 //!
-//! The worker blocks for the first event, then takes what is queued, up to the batch
-//! size, waiting at most the flush interval for more (natural batching: the slower the
-//! database, the larger the batches). A flush request, the stop request and an event at
-//! or above the flush level end a batch at once. Memory stays bounded by the queue
-//! capacity whatever the database does: while it is down, batches go to stderr instead
-//! of piling up.
+//! The writer blocks for the first event, then takes what is queued, up to the batch size
+//! (and [`BATCH_BYTES`]), waiting at most the flush interval for more (natural batching:
+//! the slower the database, the larger the batches). A flush request, the stop request
+//! and an event at or above the flush level end a batch at once.
+//!
+//! # Every event accounted for
+//!
+//! An event is in the queue, in the writer's batch, or settled (counted as written, on
+//! stderr, dropped, or uncertain). The batch the writer holds is shared with
+//! [`Batch::close`] through a [`Slot`]: when the guard's drop stops waiting for the
+//! writer, it takes the batch from the slot and sends it to stderr, the rows whose write
+//! was under way counted as uncertain (they may yet be committed), the rest as fallback;
+//! the writer, when its write returns, finds the batch taken and counts nothing. The slot's
+//! lock makes each row counted exactly once, whoever gets there first.
+//!
+//! The writer is generic over a [`Store`], so this machinery is unit-tested with a fake;
+//! the database implements it for real.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,23 +25,22 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 use log::LevelFilter;
-use parking_lot::{Condvar, Mutex};
-
-use parking_lot::RwLock;
 
 use super::database::{Database, Failure, Outcome, NOTICE_INTERVAL};
+use super::queue::{Limits, Queue, Refused, Took, Weigh};
 use crate::fallback::{self, RateLimit};
 use crate::fork::Owner;
 use crate::render::Row;
 use crate::stats::Counters;
+use crate::sync::{Condvar, Mutex, RwLock};
 
 /// What a log call does when the batch queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Overflow {
-    /// Wait at most this long for room; then the event goes to stderr.
+    /// Wait for room, in arrival order, for as long as the writer keeps making progress;
+    /// when it has taken nothing for this long, the event goes to stderr.
     Block(Duration),
     /// Discard the event at once and count it in [`Stats::dropped`](crate::Stats::dropped).
     Drop,
@@ -46,6 +56,8 @@ impl Default for Overflow {
 #[derive(Debug, Clone)]
 pub(crate) struct BatchSettings {
     pub capacity: usize,
+    /// The queue's bound in bytes (events are weighed by what they hold).
+    pub queue_bytes: usize,
     pub batch_size: usize,
     pub flush_interval: Duration,
     pub overflow: Overflow,
@@ -55,374 +67,937 @@ pub(crate) struct BatchSettings {
     pub flush_timeout: Duration,
 }
 
-/// How many times a batch that lost its connection is tried again before it goes to
+/// A batch also ends at about this many bytes of events: with the queue's byte bound it
+/// caps memory (queue, batch, and the statement encoding the batch), whatever the events
+/// weigh.
+pub(crate) const BATCH_BYTES: usize = 8 << 20;
+
+/// How many times a batch known not to be written is tried again before it goes to
 /// stderr; the waits between are the database's probe backoff.
 const BATCH_RETRIES: u32 = 3;
 
-enum Msg {
-    Row(Row),
-    /// Answer once everything queued before is committed or on stderr.
-    Flush(Sender<()>),
-    /// Like `Flush`, then the writer exits.
-    Stop(Sender<()>),
+/// Where batches go: the database, or a fake in tests.
+pub(crate) trait Store: Send + Sync + 'static {
+    /// Writes `rows` with one statement, all or nothing.
+    fn write_batch(&self, rows: &[Row]) -> Result<(), Failure>;
+    /// Writes one row, after its batch was refused for its content.
+    fn write_one(&self, row: &Row) -> Outcome;
+    /// How long to wait before trying a failed database again.
+    fn until_retry(&self) -> Duration;
 }
 
-pub(crate) struct Batch {
-    writer: Arc<Writer>,
+impl Store for Database {
+    fn write_batch(&self, rows: &[Row]) -> Result<(), Failure> {
+        let limit = self.statement_timeout();
+        // A probe from the writer may take the full statement timeout: it holds up no
+        // caller.
+        self.run(|session, _| session.insert_batch(rows, limit))
+    }
+
+    fn write_one(&self, row: &Row) -> Outcome {
+        self.insert(row)
+    }
+
+    fn until_retry(&self) -> Duration {
+        self.until_next_probe()
+    }
+}
+
+enum Msg {
+    Row(Row),
+    /// Set once everything queued before is settled.
+    Flush(Arc<Latch>),
+    /// Like `Flush`, then the writer exits.
+    Stop(Arc<Latch>),
+}
+
+impl Weigh for Msg {
+    fn weight(&self) -> usize {
+        match self {
+            Msg::Row(row) => row.weight(),
+            Msg::Flush(_) | Msg::Stop(_) => 0,
+        }
+    }
+
+    fn is_control(&self) -> bool {
+        !matches!(self, Msg::Row(_))
+    }
+}
+
+/// A one-shot signal with a bounded wait.
+#[derive(Default)]
+struct Latch {
+    set: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Latch {
+    fn set(&self) {
+        *self.set.lock() = true;
+        self.changed.notify_all();
+    }
+
+    /// `true` if set before `deadline`.
+    fn wait_until(&self, deadline: Instant) -> bool {
+        let mut set = self.set.lock();
+        while !*set {
+            let timed_out;
+            (set, timed_out) = self.changed.wait_until(set, deadline);
+            if timed_out {
+                return *set;
+            }
+        }
+        true
+    }
+}
+
+pub(crate) struct Batch<S: Store = Database> {
+    writer: Arc<Writer<S>>,
     /// This process's queue and writer thread; a forked child makes its own (the
     /// parent's queue holds the parent's events, which the parent writes).
-    local: RwLock<Arc<Queue>>,
+    local: RwLock<Arc<Local>>,
 }
 
 /// What every process's writer shares.
-struct Writer {
-    db: Database,
+struct Writer<S> {
+    store: S,
+    settings: BatchSettings,
+    counters: Arc<Counters>,
     panic_notice: RateLimit,
     full_notice: RateLimit,
-    counters: Arc<Counters>,
-    settings: BatchSettings,
 }
 
-/// One process's queue and writer thread.
-struct Queue {
+/// One process's queue, writer thread and the batch it holds.
+struct Local {
     owner: Owner,
-    tx: Sender<Msg>,
-    /// Kept to take back what the writer leaves behind when it stops or is too slow.
-    rx: Receiver<Msg>,
+    queue: Queue<Msg>,
+    slot: Slot,
     closed: AtomicBool,
     worker: Mutex<Option<JoinHandle<()>>>,
-    /// Senders waiting for room sleep on `room_freed`; the writer signals it whenever it
-    /// has taken messages off the queue.
-    room: Mutex<()>,
-    room_freed: Condvar,
 }
 
 /// How long a forked child waits for the lock that replaces its parent's queue.
 const FORK_PATIENCE: Duration = Duration::from_millis(50);
 
-impl Batch {
+impl<S: Store> Batch<S> {
     /// Starts the writer thread. If the thread cannot be spawned, events go to stderr.
-    pub fn start(db: Database, settings: BatchSettings, counters: &Arc<Counters>) -> Batch {
+    pub fn start(store: S, settings: BatchSettings, counters: &Arc<Counters>) -> Batch<S> {
         let writer = Arc::new(Writer {
-            db,
+            store,
+            settings,
+            counters: Arc::clone(counters),
             panic_notice: RateLimit::new(NOTICE_INTERVAL),
             full_notice: RateLimit::new(NOTICE_INTERVAL),
-            counters: Arc::clone(counters),
-            settings,
         });
-        let queue = Queue::start(&writer);
+        let local = Local::start(&writer);
         Batch {
             writer,
-            local: RwLock::new(queue),
+            local: RwLock::new(local),
         }
     }
 
-    pub fn database(&self) -> &Database {
-        &self.writer.db
-    }
-
     /// This process's queue: in a forked child, a new one with its own writer thread.
-    fn queue(&self) -> Option<Arc<Queue>> {
+    fn local(&self) -> Option<Arc<Local>> {
         {
-            let queue = self.local.read();
-            if queue.owner.is_current() {
-                return Some(Arc::clone(&queue));
+            let local = self.local.read();
+            if local.owner.is_current() {
+                return Some(Arc::clone(&local));
             }
         }
         let mut slot = self.local.try_write_for(FORK_PATIENCE)?;
         if !slot.owner.is_current() {
-            let fresh = Queue::start(&self.writer);
-            // The parent's queue, channel and thread handle must not be dropped here.
+            let fresh = Local::start(&self.writer);
+            // The parent's queue and thread handle must not be dropped here.
             std::mem::forget(std::mem::replace(&mut *slot, fresh));
         }
         Some(Arc::clone(&slot))
     }
 
     pub fn queue_depth(&self) -> usize {
-        self.queue().map_or(0, |queue| queue.tx.len())
+        self.local().map_or(0, |local| local.queue.len())
     }
 
     /// Queues `row`; never touches the network.
     pub fn enqueue(&self, row: Row) {
         let writer = &*self.writer;
-        let Some(queue) = self.queue() else {
+        let Some(local) = self.local() else {
             fallback::divert(&row, &writer.counters);
             return;
         };
-        queue.enqueue(writer, row);
+        if local.closed.load(Ordering::Acquire) {
+            fallback::divert(&row, &writer.counters);
+            return;
+        }
+        let refused = match writer.settings.overflow {
+            Overflow::Block(stall) => local.queue.push_waiting(Msg::Row(row), stall),
+            Overflow::Drop => local.queue.try_push(Msg::Row(row)),
+        };
+        match refused {
+            Ok(()) => {}
+            Err(Refused::Closed(msg)) => writer.take_back(msg),
+            Err(Refused::Full(msg)) => match writer.settings.overflow {
+                Overflow::Block(stall) => {
+                    writer.full_notice.notice(|| {
+                        format!(
+                            "the batch writer took nothing off its full queue for {stall:?}; \
+                             events that could not wait went to stderr"
+                        )
+                    });
+                    writer.take_back(msg);
+                }
+                Overflow::Drop => {
+                    Counters::add(&writer.counters.dropped, 1);
+                    writer.full_notice.notice(|| {
+                        "the batch queue is full; dropping events (counted in the guard's stats)"
+                            .to_owned()
+                    });
+                }
+            },
+        }
     }
 
     /// Returns once everything queued before the call is committed or on stderr, or
     /// after the flush timeout.
     pub fn flush(&self) {
-        if let Some(queue) = self.queue() {
-            queue.flush(&self.writer);
+        let Some(local) = self.local() else { return };
+        if local.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let latch = Arc::new(Latch::default());
+        if local.queue.try_push(Msg::Flush(Arc::clone(&latch))).is_ok() {
+            latch.wait_until(Instant::now() + self.writer.settings.flush_timeout);
         }
     }
 
     /// Stops the writer after it has written what is queued, waiting at most the flush
-    /// timeout; whatever is left then goes to stderr. Later events go to stderr too.
+    /// timeout; then whatever is not known to be committed goes to stderr, the writer's
+    /// batch included. Later events go to stderr too.
     pub fn close(&self) {
-        if let Some(queue) = self.queue() {
-            queue.close(&self.writer);
+        if let Some(local) = self.local() {
+            local.close(&self.writer);
         }
     }
 }
 
-impl Drop for Batch {
+impl Batch<Database> {
+    pub fn database(&self) -> &Database {
+        &self.writer.store
+    }
+}
+
+impl<S: Store> Drop for Batch<S> {
     fn drop(&mut self) {
         self.close();
     }
 }
 
-impl Queue {
-    fn start(writer: &Arc<Writer>) -> Arc<Queue> {
-        let (tx, rx) = bounded(writer.settings.capacity);
-        let queue = Arc::new(Queue {
+impl Local {
+    fn start<S: Store>(writer: &Arc<Writer<S>>) -> Arc<Local> {
+        let settings = &writer.settings;
+        let local = Arc::new(Local {
             owner: Owner::current(),
-            tx,
-            rx,
+            queue: Queue::new(Limits {
+                events: settings.capacity,
+                bytes: settings.queue_bytes,
+            }),
+            slot: Slot::default(),
             closed: AtomicBool::new(false),
             worker: Mutex::new(None),
-            room: Mutex::new(()),
-            room_freed: Condvar::new(),
         });
         let spawned = {
-            let (queue, writer) = (Arc::clone(&queue), Arc::clone(writer));
+            let (local, writer) = (Arc::clone(&local), Arc::clone(writer));
             std::thread::Builder::new()
                 .name("pglog-writer".to_owned())
-                .spawn(move || writer.run(&queue))
+                .spawn(move || writer.run(&local))
         };
         match spawned {
-            Ok(handle) => *queue.worker.lock() = Some(handle),
+            Ok(handle) => *local.worker.lock() = Some(handle),
             Err(e) => {
                 fallback::notice(&format!(
                     "cannot start the writer thread ({e}); events go to stderr"
                 ));
-                queue.closed.store(true, Ordering::Release);
+                local.closed.store(true, Ordering::Release);
+                local.queue.close();
             }
         }
-        queue
+        local
     }
 
-    fn enqueue(&self, writer: &Writer, row: Row) {
-        let counters = &*writer.counters;
-        if self.closed.load(Ordering::Acquire) {
-            fallback::divert(&row, counters);
-            return;
-        }
-        match writer.settings.overflow {
-            Overflow::Block(wait) => match self.send_within(Msg::Row(row), wait) {
-                Ok(()) => {}
-                Err(msg) => {
-                    writer.full_notice.notice(|| {
-                        format!("the batch queue stayed full for {wait:?}; events that could not wait went to stderr")
-                    });
-                    self.take_back(writer, msg);
-                }
-            },
-            Overflow::Drop => match self.tx.try_send(Msg::Row(row)) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    Counters::add(&counters.dropped, 1);
-                    writer.full_notice
-                        .notice(|| "the batch queue is full; dropping events (counted in the guard's stats)".to_owned());
-                }
-                Err(TrySendError::Disconnected(msg)) => self.take_back(writer, msg),
-            },
-        }
-        // Closed while we were sending: the writer may be gone, so nothing may stay queued.
-        if self.closed.load(Ordering::Acquire) {
-            self.drain(writer);
-        }
-    }
-
-    /// Sends without blocking when there is room (the common case); otherwise waits for
-    /// the writer to take a batch, at most `wait`.
-    ///
-    /// crossbeam's own blocking send would wake a waiting sender for every message the
-    /// writer takes: on two cores that ping-pong costs a context switch per event. Here
-    /// the writer wakes waiting senders once per batch it takes.
-    #[allow(
-        clippy::result_large_err,
-        reason = "the message comes back only when the queue is full; boxing it would cost every event an allocation"
-    )]
-    fn send_within(&self, msg: Msg, wait: Duration) -> Result<(), Msg> {
-        let mut msg = match self.tx.try_send(msg) {
-            Ok(()) => return Ok(()),
-            Err(TrySendError::Full(msg) | TrySendError::Disconnected(msg)) => msg,
-        };
-        let deadline = Instant::now() + wait;
-        // Held from the failed attempt to the wait, so the writer's wake-up cannot fall
-        // between them.
-        let mut room = self.room.lock();
-        loop {
-            match self.tx.try_send(msg) {
-                Ok(()) => return Ok(()),
-                Err(TrySendError::Full(m)) => msg = m,
-                Err(TrySendError::Disconnected(m)) => return Err(m),
-            }
-            if self.room_freed.wait_until(&mut room, deadline).timed_out() {
-                return self.tx.try_send(msg).map_err(TrySendError::into_inner);
-            }
-        }
-    }
-
-    fn flush(&self, writer: &Writer) {
-        if self.closed.load(Ordering::Acquire) {
-            return;
-        }
-        let (ack, done) = bounded(1);
-        let deadline = Instant::now() + writer.settings.flush_timeout;
-        if self.tx.send_deadline(Msg::Flush(ack), deadline).is_ok() {
-            let _ = done.recv_deadline(deadline);
-        }
-    }
-
-    fn close(&self, writer: &Writer) {
+    fn close<S: Store>(&self, writer: &Writer<S>) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let flush_timeout = writer.settings.flush_timeout;
-        let (ack, done) = bounded(1);
-        let deadline = Instant::now() + flush_timeout;
-        let stopped = self.tx.send_deadline(Msg::Stop(ack), deadline).is_ok()
-            && done.recv_deadline(deadline).is_ok();
-        self.drain(writer);
+        let timeout = writer.settings.flush_timeout;
+        let latch = Arc::new(Latch::default());
+        let deadline = Instant::now() + timeout;
+        let stopped = self.queue.try_push(Msg::Stop(Arc::clone(&latch))).is_ok()
+            && latch.wait_until(deadline);
+        // Whatever arrived after the stop, or was still queued when the wait ended.
+        let queued = self.queue.close();
+        let leftover = queued.iter().filter(|m| matches!(m, Msg::Row(_))).count();
+        for msg in queued {
+            writer.take_back(msg);
+        }
         if stopped {
             if let Some(handle) = self.worker.lock().take() {
                 let _ = handle.join();
             }
-        } else {
-            fallback::notice(&format!(
-                "the writer did not finish within {flush_timeout:?}; what was still queued went to stderr"
-            ));
+            return;
         }
-    }
-
-    fn drain(&self, writer: &Writer) {
-        while let Ok(msg) = self.rx.try_recv() {
-            self.take_back(writer, msg);
-        }
-    }
-
-    fn take_back(&self, writer: &Writer, msg: Msg) {
-        match msg {
-            Msg::Row(row) => fallback::divert(&row, &writer.counters),
-            Msg::Flush(ack) | Msg::Stop(ack) => {
-                let _ = ack.send(());
-            }
-        }
+        let (uncertain, unwritten) = self.slot.give_up(&writer.counters);
+        fallback::notice(&format!(
+            "the batch writer did not finish within {timeout:?}; {} events went to stderr \
+             ({leftover} queued, {unwritten} of its batch not yet written, {uncertain} being \
+             written that may also be in the table)",
+            leftover + unwritten + uncertain
+        ));
     }
 }
 
-impl Writer {
-    fn run(&self, queue: &Queue) {
-        let rx = &queue.rx;
-        let size = self.settings.batch_size;
-        let mut batch = Vec::with_capacity(size);
-        let mut acks = Vec::new();
-        // Blocks for the first message of each batch; ends when every sender is gone.
-        while let Ok(first) = rx.recv() {
-            let deadline = Instant::now() + self.settings.flush_interval;
-            let mut stop = None;
-            let mut urgent = false;
-            let mut next = Some(first);
-            while let Some(msg) = next.take() {
-                match msg {
-                    Msg::Row(row) => {
-                        urgent |= row.level <= self.settings.flush_level;
-                        batch.push(row);
-                    }
-                    Msg::Flush(ack) => acks.push(ack),
-                    Msg::Stop(ack) => stop = Some(ack),
-                }
-                if batch.len() >= size || !acks.is_empty() || stop.is_some() {
+impl<S: Store> Writer<S> {
+    /// Sends a message the queue will not take to where it belongs.
+    fn take_back(&self, msg: Msg) {
+        match msg {
+            Msg::Row(row) => fallback::divert(&row, &self.counters),
+            Msg::Flush(latch) | Msg::Stop(latch) => latch.set(),
+        }
+    }
+
+    fn run(&self, local: &Local) {
+        let settings = &self.settings;
+        let urgent = |msg: &Msg| matches!(msg, Msg::Row(row) if row.level <= settings.flush_level);
+        let mut msgs = Vec::with_capacity(settings.batch_size.min(4096));
+        loop {
+            // Blocks for the first message of a batch; then fills it for at most the
+            // flush interval.
+            let mut stop =
+                match local
+                    .queue
+                    .take(&mut msgs, settings.batch_size, BATCH_BYTES, None, urgent)
+                {
+                    Took::Items { stop } => stop,
+                    Took::TimedOut | Took::Closed => return,
+                };
+            let deadline = Instant::now() + settings.flush_interval;
+            while !stop && msgs.len() < settings.batch_size {
+                let bytes: usize = msgs.iter().map(Weigh::weight).sum();
+                if bytes >= BATCH_BYTES {
                     break;
                 }
-                next = match rx.try_recv() {
-                    Ok(msg) => Some(msg),
-                    Err(TryRecvError::Empty) if !urgent => rx.recv_deadline(deadline).ok(),
-                    Err(_) => None,
-                };
-            }
-            // Senders may refill the queue while this batch is written.
-            {
-                let _room = queue.room.lock();
-                queue.room_freed.notify_all();
-            }
-            // Nothing may kill the writer: a panic would leave every later event waiting
-            // out the overflow bound. The batch goes to stderr: a COPY that panicked was
-            // rolled back with its transaction (in the row-by-row retry a row could end
-            // up in both places, which beats losing it).
-            if catch_unwind(AssertUnwindSafe(|| self.write(&mut batch))).is_err() {
-                self.panic_notice.notice(|| {
-                    "the batch writer panicked; its batch was written to stderr".to_owned()
-                });
-                for row in batch.drain(..) {
-                    fallback::divert(&row, &self.counters);
+                let room = settings.batch_size - msgs.len();
+                match local
+                    .queue
+                    .take(&mut msgs, room, BATCH_BYTES - bytes, Some(deadline), urgent)
+                {
+                    Took::Items { stop: s } => stop = s || Instant::now() >= deadline,
+                    Took::TimedOut | Took::Closed => break,
                 }
             }
-            for ack in acks.drain(..) {
-                let _ = ack.send(());
+            let mut rows = Vec::with_capacity(msgs.len());
+            let mut latches = Vec::new();
+            let mut stopping = None;
+            for msg in msgs.drain(..) {
+                match msg {
+                    Msg::Row(row) => rows.push(row),
+                    Msg::Flush(latch) => latches.push(latch),
+                    Msg::Stop(latch) => stopping = Some(latch),
+                }
             }
-            if let Some(ack) = stop {
-                let _ = ack.send(());
+            let carry_on = self.write(&local.slot, rows);
+            for latch in latches {
+                latch.set();
+            }
+            if let Some(latch) = stopping {
+                latch.set();
                 return;
+            }
+            if !carry_on {
+                return; // given up on by `close`
             }
         }
     }
 
-    /// Writes and empties `batch`: every row ends in the table or on stderr.
-    fn write(&self, batch: &mut Vec<Row>) {
-        if batch.is_empty() {
-            return;
+    /// Writes `rows` through the slot; every row ends settled. `false` when `close` gave
+    /// up on this writer meanwhile.
+    fn write(&self, slot: &Slot, rows: Vec<Row>) -> bool {
+        if rows.is_empty() {
+            return !slot.is_given_up();
         }
-        let limit = self.db.statement_timeout();
+        let rows = match slot.hold(rows) {
+            Ok(rows) => rows,
+            Err(rows) => {
+                for row in &rows {
+                    fallback::divert(row, &self.counters);
+                }
+                return false;
+            }
+        };
+        // Nothing may kill the writer: a panic would leave every later event waiting
+        // out the overflow bound. What was not settled goes to stderr.
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.write_held(slot, &rows)));
+        if outcome.is_err() {
+            self.panic_notice
+                .notice(|| "the batch writer panicked; its batch was written to stderr".to_owned());
+            slot.settle_rest(&self.counters);
+        }
+        slot.release()
+    }
+
+    fn write_held(&self, slot: &Slot, rows: &[Row]) {
         let mut attempts = 0;
         let outcome = loop {
-            // A probe from here may take the full statement timeout: it holds up no caller.
-            let result = self.db.run(|session, _| session.insert_batch(batch, limit));
-            match result {
+            if !slot.writing(rows.len()) {
+                return;
+            }
+            match self.store.write_batch(rows) {
                 // Known not written: worth another try once the database may be back.
                 Err(Failure::Down { maybe_done: false }) if attempts < BATCH_RETRIES => {
                     attempts += 1;
                     Counters::add(&self.counters.retries, 1);
-                    std::thread::sleep(self.db.until_next_probe());
+                    if !slot.not_writing() {
+                        return;
+                    }
+                    std::thread::sleep(self.store.until_retry());
                 }
                 other => break other,
             }
         };
+        let settled = |how| slot.settle(rows.len(), how, &self.counters);
         match outcome {
-            Ok(()) => Counters::add(&self.counters.written, batch.len() as u64),
+            Ok(()) => settled(How::Written),
             // One bad row fails the whole statement: write the rows one by one, so that
             // only the bad ones go to stderr.
             Err(Failure::Rejected(_)) => {
-                for row in batch.iter() {
-                    self.write_one(row);
+                if !slot.not_writing() {
+                    return;
                 }
+                for row in rows {
+                    if !slot.writing(1) {
+                        return;
+                    }
+                    let how = match self.store.write_one(row) {
+                        Outcome::Stored => How::Written,
+                        Outcome::NotStored => How::Fallback,
+                        Outcome::Uncertain => How::Uncertain,
+                    };
+                    if !slot.settle(1, how, &self.counters) {
+                        return;
+                    }
+                }
+                true
             }
             // Sent and never answered: the rows may be in the table. A duplicate on
             // stderr beats a loss; writing them again could store them twice.
-            Err(Failure::Down { maybe_done: true }) => {
-                for row in batch.iter() {
-                    fallback::divert_uncertain(row, &self.counters);
-                }
-            }
+            Err(Failure::Down { maybe_done: true }) => settled(How::Uncertain),
             Err(Failure::Unavailable | Failure::Down { maybe_done: false }) => {
-                for row in batch.iter() {
-                    fallback::divert(row, &self.counters);
-                }
+                settled(How::Fallback)
             }
+        };
+    }
+}
+
+/// How a range of rows was settled.
+#[derive(Debug, Clone, Copy)]
+enum How {
+    Written,
+    Fallback,
+    Uncertain,
+}
+
+/// The writer's batch, shared with [`Local::close`]. Rows `[..settled]` are counted;
+/// `[settled..writing]` are being written (their fate is open); `[writing..]` are not.
+#[derive(Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    rows: Option<Arc<Vec<Row>>>,
+    settled: usize,
+    writing: usize,
+    /// `close` stopped waiting: it settled what was unsettled, and the writer stops.
+    given_up: bool,
+}
+
+impl Slot {
+    /// Takes `rows` in as the batch being written, unless `close` gave up already.
+    fn hold(&self, rows: Vec<Row>) -> Result<Arc<Vec<Row>>, Vec<Row>> {
+        let mut state = self.state.lock();
+        if state.given_up {
+            return Err(rows);
         }
-        batch.clear();
+        let rows = Arc::new(rows);
+        *state = SlotState {
+            rows: Some(Arc::clone(&rows)),
+            settled: 0,
+            writing: 0,
+            given_up: false,
+        };
+        Ok(rows)
     }
 
-    fn write_one(&self, row: &Row) {
-        match self.db.insert(row) {
-            Outcome::Stored => Counters::add(&self.counters.written, 1),
-            Outcome::NotStored => fallback::divert(row, &self.counters),
-            Outcome::Uncertain => fallback::divert_uncertain(row, &self.counters),
+    fn is_given_up(&self) -> bool {
+        self.state.lock().given_up
+    }
+
+    /// The next `n` rows are about to be sent. `false`: given up, stop.
+    fn writing(&self, n: usize) -> bool {
+        let mut state = self.state.lock();
+        state.writing = state.settled + n;
+        !state.given_up
+    }
+
+    /// Nothing is being sent (between attempts). `false`: given up, stop.
+    fn not_writing(&self) -> bool {
+        let mut state = self.state.lock();
+        state.writing = state.settled;
+        !state.given_up
+    }
+
+    /// Counts the next `n` rows as `how`, unless `close` settled them already.
+    fn settle(&self, n: usize, how: How, counters: &Counters) -> bool {
+        let (rows, from) = {
+            let mut state = self.state.lock();
+            if state.given_up {
+                return false;
+            }
+            let from = state.settled;
+            state.settled += n;
+            state.writing = state.settled;
+            (state.rows.clone(), from)
+        };
+        if let Some(rows) = rows {
+            let rows = &rows[from..from + n];
+            match how {
+                How::Written => Counters::add(&counters.written, n as u64),
+                How::Fallback => rows.iter().for_each(|r| fallback::divert(r, counters)),
+                How::Uncertain => rows
+                    .iter()
+                    .for_each(|r| fallback::divert_uncertain(r, counters)),
+            }
+        }
+        true
+    }
+
+    /// After a panic: what was being sent is uncertain, the rest not written.
+    fn settle_rest(&self, counters: &Counters) {
+        self.unsettled(counters, false);
+    }
+
+    /// `close` stops waiting: settles what is unsettled (see [`Slot::settle_rest`]) and
+    /// tells the writer to stop. Returns (uncertain, not written).
+    fn give_up(&self, counters: &Counters) -> (usize, usize) {
+        self.unsettled(counters, true)
+    }
+
+    fn unsettled(&self, counters: &Counters, give_up: bool) -> (usize, usize) {
+        let (rows, settled, writing) = {
+            let mut state = self.state.lock();
+            state.given_up |= give_up;
+            let taken = (
+                state.rows.clone(),
+                state.settled,
+                state.writing.max(state.settled),
+            );
+            if let Some(len) = state.rows.as_ref().map(|rows| rows.len()) {
+                state.settled = len;
+                state.writing = len;
+            }
+            taken
+        };
+        let Some(rows) = rows else { return (0, 0) };
+        rows[settled..writing]
+            .iter()
+            .for_each(|r| fallback::divert_uncertain(r, counters));
+        rows[writing..]
+            .iter()
+            .for_each(|r| fallback::divert(r, counters));
+        (writing - settled, rows.len() - writing)
+    }
+
+    /// The batch is done; `false` if `close` gave up meanwhile.
+    fn release(&self) -> bool {
+        let mut state = self.state.lock();
+        state.rows = None;
+        !state.given_up
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::fallback::capture;
+    use crate::sink::trouble::{Kind, Trouble};
+
+    /// What the fake store answers to a batch.
+    enum Answer {
+        Ok,
+        Fail(Failure),
+        Panic,
+        /// Waits until the latch is set (a frozen server), then succeeds.
+        Hang(Arc<Latch>),
+    }
+
+    /// A store that answers as scripted (`Ok` when the script is empty) and records the
+    /// batches it is given.
+    #[derive(Default)]
+    struct Fake {
+        batches: Mutex<VecDeque<Answer>>,
+        ones: Mutex<VecDeque<Outcome>>,
+        seen: Mutex<Vec<usize>>,
+        returned: AtomicUsize,
+    }
+
+    impl Store for Arc<Fake> {
+        fn write_batch(&self, rows: &[Row]) -> Result<(), Failure> {
+            self.seen.lock().push(rows.len());
+            let answer = self.batches.lock().pop_front().unwrap_or(Answer::Ok);
+            let result = match answer {
+                Answer::Ok => Ok(()),
+                Answer::Fail(failure) => Err(failure),
+                Answer::Panic => panic!("the fake store panics"),
+                Answer::Hang(latch) => {
+                    latch.wait_until(Instant::now() + Duration::from_secs(30));
+                    Ok(())
+                }
+            };
+            self.returned.fetch_add(1, Ordering::SeqCst);
+            result
+        }
+
+        fn write_one(&self, _: &Row) -> Outcome {
+            self.ones.lock().pop_front().unwrap_or(Outcome::Stored)
+        }
+
+        fn until_retry(&self) -> Duration {
+            Duration::from_millis(1)
+        }
+    }
+
+    fn settings() -> BatchSettings {
+        BatchSettings {
+            capacity: 10_000,
+            queue_bytes: 64 << 20,
+            batch_size: 1000,
+            flush_interval: Duration::from_secs(10),
+            overflow: Overflow::Block(Duration::from_secs(10)),
+            flush_level: LevelFilter::Error,
+            flush_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn start(
+        settings: BatchSettings,
+        answers: Vec<Answer>,
+    ) -> (Arc<Fake>, Batch<Arc<Fake>>, Arc<Counters>) {
+        let fake = Arc::new(Fake::default());
+        fake.batches.lock().extend(answers);
+        let counters = Arc::new(Counters::default());
+        let batch = Batch::start(Arc::clone(&fake), settings, &counters);
+        (fake, batch, counters)
+    }
+
+    /// A row whose message is `text` (unique per test, to find its stderr lines).
+    fn row(text: &str, level: log::Level) -> Row {
+        crate::render::render(
+            &log::Record::builder()
+                .args(format_args!("{text}"))
+                .level(level)
+                .build(),
+            chrono::Utc::now(),
+        )
+    }
+
+    fn push(batch: &Batch<Arc<Fake>>, text: &str, n: usize) {
+        for _ in 0..n {
+            batch.enqueue(row(text, log::Level::Info));
+        }
+    }
+
+    /// (written, fallback, dropped, uncertain)
+    fn counts(counters: &Counters) -> (u64, u64, u64, u64) {
+        let s = counters.snapshot(0, true);
+        (s.written, s.fallback, s.dropped, s.uncertain)
+    }
+
+    fn eventually(what: &str, check: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !check() {
+            assert!(Instant::now() < deadline, "never happened: {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn batches_end_at_their_size_and_at_a_flush() {
+        let (fake, batch, counters) = start(
+            BatchSettings {
+                batch_size: 3,
+                ..settings()
+            },
+            vec![],
+        );
+        push(&batch, "sizes", 7);
+        batch.flush();
+        assert_eq!(*fake.seen.lock(), [3, 3, 1]);
+        assert_eq!(counts(&counters), (7, 0, 0, 0));
+    }
+
+    #[test]
+    fn an_urgent_event_ends_its_batch_at_once() {
+        let (fake, batch, counters) = start(settings(), vec![]);
+        batch.enqueue(row("urgent", log::Level::Info));
+        batch.enqueue(row("urgent", log::Level::Error));
+        // The flush interval is 10 s: only the error level ends this batch now.
+        eventually("the batch written", || {
+            counters.snapshot(0, true).written == 2
+        });
+        assert_eq!(*fake.seen.lock(), [2]);
+    }
+
+    #[test]
+    fn close_writes_what_is_queued_then_stops_and_refuses_later_events() {
+        let (fake, batch, counters) = start(
+            BatchSettings {
+                batch_size: 10,
+                ..settings()
+            },
+            vec![],
+        );
+        push(&batch, "close", 25);
+        batch.close();
+        assert_eq!(counts(&counters), (25, 0, 0, 0));
+        assert_eq!(fake.seen.lock().iter().sum::<usize>(), 25);
+        push(&batch, "after close", 2);
+        assert_eq!(
+            counts(&counters),
+            (25, 2, 0, 0),
+            "later events go to stderr"
+        );
+    }
+
+    #[test]
+    fn the_batch_being_written_goes_to_stderr_when_close_gives_up() {
+        let release = Arc::new(Latch::default());
+        let settings = BatchSettings {
+            batch_size: 5,
+            flush_timeout: Duration::from_millis(50),
+            ..settings()
+        };
+        let (fake, batch, counters) = start(settings, vec![Answer::Hang(Arc::clone(&release))]);
+        push(&batch, "in flight", 5);
+        eventually("the writer is stuck in its write", || {
+            fake.seen.lock().len() == 1
+        });
+        push(&batch, "in flight", 3);
+        batch.close();
+        // 5 being written (maybe committed later), 3 never taken.
+        assert_eq!(counts(&counters), (0, 3, 0, 5));
+        let unknown = capture::lines_with("in flight")
+            .into_iter()
+            .filter(|l| l.contains("\"pglog_outcome\":\"unknown\""))
+            .count();
+        assert_eq!(unknown, 5);
+        assert_eq!(capture::lines_with("in flight").len(), 8);
+        // The write then returns: it is not counted a second time.
+        release.set();
+        eventually("the write returned", || {
+            fake.returned.load(Ordering::SeqCst) == 1
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(counts(&counters), (0, 3, 0, 5));
+    }
+
+    #[test]
+    fn a_flush_timeout_of_a_nanosecond_loses_nothing() {
+        let settings = BatchSettings {
+            batch_size: 7,
+            flush_timeout: Duration::from_nanos(1),
+            ..settings()
+        };
+        let (fake, batch, counters) = start(settings, vec![]);
+        push(&batch, "nanosecond", 100);
+        batch.close();
+        let settled = |c: &Counters| {
+            let (w, f, d, u) = counts(c);
+            w + f + d + u
+        };
+        // Every event is settled when close returns, and never twice, whatever the
+        // writer was doing.
+        assert_eq!(settled(&counters), 100, "{:?}", counts(&counters));
+        let returns = fake.returned.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            fake.returned.load(Ordering::SeqCst),
+            returns,
+            "the writer stopped"
+        );
+        assert_eq!(settled(&counters), 100);
+    }
+
+    #[test]
+    fn a_refused_batch_is_written_row_by_row() {
+        let refused = Failure::Rejected(Trouble::new(Kind::Rejected, "check constraint"));
+        let (fake, batch, counters) = start(settings(), vec![Answer::Fail(refused)]);
+        fake.ones.lock().extend([
+            Outcome::Stored,
+            Outcome::NotStored,
+            Outcome::Uncertain,
+            Outcome::Stored,
+        ]);
+        push(&batch, "row by row", 4);
+        batch.flush();
+        assert_eq!(counts(&counters), (2, 1, 0, 1));
+    }
+
+    #[test]
+    fn an_unwritten_batch_is_retried_and_an_unanswered_one_is_not() {
+        let down = || Answer::Fail(Failure::Down { maybe_done: false });
+        let (fake, batch, counters) = start(settings(), vec![down(), down(), Answer::Ok]);
+        push(&batch, "retried", 4);
+        batch.flush();
+        assert_eq!(counts(&counters), (4, 0, 0, 0), "written on the third try");
+        assert_eq!(counters.snapshot(0, true).retries, 2);
+
+        let (_, batch, counters) = start(settings(), vec![down(), down(), down(), down()]);
+        push(&batch, "given up", 4);
+        batch.flush();
+        assert_eq!(
+            counts(&counters),
+            (0, 4, 0, 0),
+            "to stderr after the retries"
+        );
+
+        let unanswered = Answer::Fail(Failure::Down { maybe_done: true });
+        let (fake2, batch, counters) = start(settings(), vec![unanswered]);
+        push(&batch, "unanswered", 4);
+        batch.flush();
+        assert_eq!(
+            counts(&counters),
+            (0, 0, 0, 4),
+            "maybe stored: not written again"
+        );
+        assert_eq!(fake2.seen.lock().len(), 1);
+        drop(fake);
+    }
+
+    #[test]
+    fn a_panicking_store_costs_its_batch_not_the_writer() {
+        let (_, batch, counters) = start(settings(), vec![Answer::Panic]);
+        push(&batch, "panic", 3);
+        batch.flush();
+        assert_eq!(
+            counts(&counters),
+            (0, 0, 0, 3),
+            "its batch may have been sent"
+        );
+        push(&batch, "after the panic", 2);
+        batch.flush();
+        assert_eq!(counts(&counters), (2, 0, 0, 3), "the writer goes on");
+    }
+
+    #[test]
+    fn the_drop_policy_counts_what_it_drops() {
+        let release = Arc::new(Latch::default());
+        let settings = BatchSettings {
+            capacity: 3,
+            batch_size: 1,
+            overflow: Overflow::Drop,
+            ..settings()
+        };
+        let (fake, batch, counters) = start(settings, vec![Answer::Hang(Arc::clone(&release))]);
+        push(&batch, "dropped", 1);
+        eventually("the writer is stuck", || fake.seen.lock().len() == 1);
+        push(&batch, "dropped", 5);
+        assert_eq!(counts(&counters).2, 2, "3 queued, 2 dropped");
+        release.set();
+        batch.flush();
+        assert_eq!(counts(&counters), (4, 0, 2, 0));
+    }
+
+    #[test]
+    fn senders_wait_their_turn_while_the_writer_progresses() {
+        // A small queue and a writer slower than four senders: nobody is turned away,
+        // because the writer keeps making progress.
+        let settings = BatchSettings {
+            capacity: 8,
+            batch_size: 4,
+            flush_interval: Duration::from_millis(1),
+            overflow: Overflow::Block(Duration::from_millis(500)),
+            ..settings()
+        };
+        let (_, batch, counters) = start(settings, vec![]);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| push(&batch, "fair", 500));
+            }
+        });
+        batch.flush();
+        assert_eq!(counts(&counters), (2000, 0, 0, 0));
+    }
+
+    #[test]
+    fn every_event_is_counted_once_whatever_happens() {
+        // A seeded mix of outcomes, batch sizes and give-ups: after close, and after the
+        // writer has finished, written + fallback + dropped + uncertain = pushed.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..20 {
+            let answers: Vec<Answer> = (0..next(6))
+                .map(|_| match next(5) {
+                    0 => Answer::Ok,
+                    1 => Answer::Fail(Failure::Rejected(Trouble::new(Kind::Rejected, "x"))),
+                    2 => Answer::Fail(Failure::Down {
+                        maybe_done: next(2) == 0,
+                    }),
+                    3 => Answer::Fail(Failure::Unavailable),
+                    _ => Answer::Panic,
+                })
+                .collect();
+            let settings = BatchSettings {
+                capacity: 1 + next(50) as usize,
+                batch_size: 1 + next(20) as usize,
+                flush_interval: Duration::from_millis(next(3)),
+                flush_timeout: Duration::from_millis(next(20)),
+                overflow: if next(2) == 0 {
+                    Overflow::Drop
+                } else {
+                    Overflow::Block(Duration::from_millis(next(5)))
+                },
+                ..settings()
+            };
+            let (fake, batch, counters) = start(settings, answers);
+            fake.ones.lock().extend(
+                (0..100).map(|i| [Outcome::Stored, Outcome::NotStored, Outcome::Uncertain][i % 3]),
+            );
+            let pushed = 40 + next(200);
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    s.spawn(|| push(&batch, "invariant", pushed as usize / 2));
+                }
+            });
+            batch.close();
+            let total = |c: &Counters| {
+                let (w, f, d, u) = counts(c);
+                w + f + d + u
+            };
+            assert_eq!(
+                total(&counters),
+                pushed / 2 * 2,
+                "round {round}: {:?}",
+                counts(&counters)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+            assert_eq!(total(&counters), pushed / 2 * 2, "round {round}, later");
         }
     }
 }

@@ -16,8 +16,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::RwLock;
-
 use super::health::{Admit, Health};
 use super::pool::{Connect, NoSession, Pool, PoolSettings, Pooled};
 use super::session::{Session, SessionConfig, CANCEL_GRACE};
@@ -26,6 +24,7 @@ use crate::fallback::{self, RateLimit};
 use crate::fork::Owner;
 use crate::render::Row;
 use crate::stats::Counters;
+use crate::sync::RwLock;
 
 /// How often the same kind of trouble may be reported on stderr.
 pub(crate) const NOTICE_INTERVAL: Duration = Duration::from_secs(30);

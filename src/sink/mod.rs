@@ -8,6 +8,7 @@ mod copy;
 mod database;
 mod health;
 mod pool;
+mod queue;
 mod session;
 mod trouble;
 

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{Condvar, Mutex, MutexGuard};
 
 use super::trouble::Trouble;
 
@@ -135,7 +135,9 @@ impl<C: Connect> Pool<C> {
         let failures = state.failures;
         state.waiting += 1;
         let outcome = loop {
-            if let Some(session) = self.take_idle(&mut state) {
+            let session;
+            (state, session) = self.take_idle(state);
+            if let Some(session) = session {
                 break Ok(session);
             }
             if state.failures != failures || state.stopped {
@@ -147,8 +149,12 @@ impl<C: Connect> Pool<C> {
             }
             // Wakes the connector if this caller needs a new session.
             inner.changed.notify_all();
-            if inner.changed.wait_until(&mut state, deadline).timed_out() {
-                if let Some(session) = self.take_idle(&mut state) {
+            let timed_out;
+            (state, timed_out) = inner.changed.wait_until(state, deadline);
+            if timed_out {
+                let session;
+                (state, session) = self.take_idle(state);
+                if let Some(session) = session {
                     break Ok(session);
                 }
                 break Err(if state.open < inner.settings.size {
@@ -186,7 +192,9 @@ impl<C: Connect> Pool<C> {
                 ));
             }
             inner.changed.notify_all();
-            if inner.changed.wait_until(&mut state, deadline).timed_out() {
+            let timed_out;
+            (state, timed_out) = inner.changed.wait_until(state, deadline);
+            if timed_out {
                 break if state.idle.is_empty() {
                     Err(NoSession::Connecting)
                 } else {
@@ -200,8 +208,9 @@ impl<C: Connect> Pool<C> {
 
     /// Lends an idle, usable session if there is one; never waits.
     pub fn try_get(&self) -> Option<Lease<'_, C>> {
-        let mut state = self.inner.state.lock();
-        self.take_idle(&mut state).map(|session| Lease {
+        let (state, session) = self.take_idle(self.inner.state.lock());
+        drop(state);
+        session.map(|session| Lease {
             session: Some(session),
             pool: self,
         })
@@ -209,21 +218,22 @@ impl<C: Connect> Pool<C> {
 
     /// Pops idle sessions until a usable one turns up; closes the others. Checks run
     /// without the lock held.
-    fn take_idle(
-        &self,
-        state: &mut parking_lot::MutexGuard<'_, State<C::Session>>,
-    ) -> Option<C::Session> {
+    fn take_idle<'g>(
+        &'g self,
+        mut state: MutexGuard<'g, State<C::Session>>,
+    ) -> (MutexGuard<'g, State<C::Session>>, Option<C::Session>) {
         while let Some((mut session, _)) = state.idle.pop() {
-            let usable = parking_lot::MutexGuard::unlocked(state, || session.usable());
-            if usable {
-                return Some(session);
+            drop(state);
+            if session.usable() {
+                return (self.inner.state.lock(), Some(session));
             }
+            session.close();
+            state = self.inner.state.lock();
             state.open -= 1;
-            parking_lot::MutexGuard::unlocked(state, || session.close());
             // A dead session hints at a restart: let the connector replace it.
             self.inner.changed.notify_all();
         }
-        None
+        (state, None)
     }
 
     /// While `on`, the connector keeps one session open even when nobody asks for one,
@@ -288,9 +298,9 @@ impl<C: Connect> Inner<C> {
             let now = Instant::now();
             let expired = self.expired(&mut state, now);
             if !expired.is_empty() {
-                parking_lot::MutexGuard::unlocked(&mut state, || {
-                    expired.into_iter().for_each(Pooled::close)
-                });
+                drop(state);
+                expired.into_iter().for_each(Pooled::close);
+                state = self.state.lock();
                 continue;
             }
             let wanted = (state.waiting > state.idle.len() && state.open < self.settings.size)
@@ -298,8 +308,9 @@ impl<C: Connect> Inner<C> {
             let due = state.retry_at.is_none_or(|at| at <= now);
             if wanted && due {
                 state.open += 1;
-                let result =
-                    parking_lot::MutexGuard::unlocked(&mut state, || self.connect.connect());
+                drop(state);
+                let result = self.connect.connect();
+                state = self.state.lock();
                 match result {
                     Ok(session) => {
                         state.idle.push((session, Instant::now()));
@@ -325,12 +336,10 @@ impl<C: Connect> Inner<C> {
                 .map(|(_, since)| *since + self.settings.idle_timeout)
                 .min();
             let retry = if wanted { state.retry_at } else { None };
-            match expiry.into_iter().chain(retry).min() {
-                Some(at) => {
-                    self.changed.wait_until(&mut state, at);
-                }
-                None => self.changed.wait(&mut state),
-            }
+            state = match expiry.into_iter().chain(retry).min() {
+                Some(at) => self.changed.wait_until(state, at).0,
+                None => self.changed.wait(state),
+            };
         }
     }
 
