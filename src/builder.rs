@@ -88,6 +88,7 @@ pub struct Builder {
     batch_settings: BatchSettings,
     synchronous_commit: bool,
     echo: LevelFilter,
+    flush_on_signal: bool,
     /// Made by [`Builder::discover`]: the environment overrides the builder when it is
     /// built, and libpq's variables fill what the DSN leaves out.
     discovered: bool,
@@ -121,6 +122,7 @@ impl Builder {
             root_cert: None,
             synchronous_commit: true,
             echo: LevelFilter::Off,
+            flush_on_signal: false,
             batch: false,
             batch_settings: BatchSettings {
                 capacity: 10_000,
@@ -234,6 +236,29 @@ impl Builder {
         self
     }
 
+    /// On SIGTERM or SIGINT, write what batch mode holds (waiting at most the flush
+    /// timeout; what cannot be written goes to stderr), then let the signal end the
+    /// process as it would have (default `false`). Needs the `signals` cargo feature.
+    ///
+    /// Without it, SIGTERM and SIGINT (Ctrl-C) end the program as SIGKILL does, and batch
+    /// mode loses what it still holds (see the README's "Signals, panics and exits").
+    /// For programs that do not handle these signals themselves: one that does should
+    /// drop the guard (or call [`Guard::flush`]) in its own handler instead.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let _guard = pglog::Builder::discover()?
+    ///     .batch()
+    ///     .flush_on_signal(true)
+    ///     .try_init()?;
+    /// # Ok::<(), pglog::Error>(())
+    /// ```
+    pub fn flush_on_signal(mut self, flush: bool) -> Builder {
+        self.flush_on_signal = flush;
+        self
+    }
+
     /// The defaults, overridden by every setting `config` has. Nothing is discovered.
     ///
     /// # Examples
@@ -305,6 +330,7 @@ impl Builder {
             flush_timeout_ms,
             synchronous_commit,
             echo,
+            flush_on_signal,
         } = config;
         let ms = |v: std::num::NonZeroU64| Duration::from_millis(v.get());
         self.enable_postgres = enable_postgres.unwrap_or(self.enable_postgres);
@@ -341,6 +367,7 @@ impl Builder {
         settings.flush_timeout = flush_timeout_ms.map_or(settings.flush_timeout, ms);
         self.synchronous_commit = synchronous_commit.unwrap_or(self.synchronous_commit);
         self.echo = echo.unwrap_or(self.echo);
+        self.flush_on_signal = flush_on_signal.unwrap_or(self.flush_on_signal);
         self
     }
 
@@ -527,6 +554,12 @@ impl Builder {
         }
         let filter = config::build_filter(self.level, self.filters.as_deref())
             .map_err(|why| Error::config("filters", why))?;
+        if self.flush_on_signal && cfg!(not(feature = "signals")) {
+            return Err(Error::config(
+                "flush_on_signal",
+                "needs pglog's `signals` cargo feature: enable it, or turn the setting off",
+            ));
+        }
         let counters = Arc::new(Counters::default());
         let sink = if self.enable_postgres {
             self.database_sink(table, env, &counters)?
@@ -539,6 +572,10 @@ impl Builder {
             panic_notice: RateLimit::new(Duration::from_secs(30)),
             echo: self.echo,
         });
+        #[cfg(feature = "signals")]
+        if self.flush_on_signal {
+            crate::signals::install(&core)?;
+        }
         Ok((Logger::new(filter, Arc::clone(&core)), Guard::new(core)))
     }
 
@@ -668,6 +705,7 @@ impl std::fmt::Debug for Builder {
             .field("root_cert", &self.root_cert)
             .field("synchronous_commit", &self.synchronous_commit)
             .field("echo", &self.echo)
+            .field("flush_on_signal", &self.flush_on_signal)
             .field("batch", &self.batch)
             .field("batch_settings", &self.batch_settings)
             .field("discovered", &self.discovered)
@@ -739,10 +777,12 @@ mod tests {
             flush_timeout_ms: NonZeroU64::new(17),
             synchronous_commit: Some(false),
             echo: Some(LevelFilter::Error),
+            flush_on_signal: Some(true),
         };
         let b = Builder::from_config(c);
         assert!(!b.synchronous_commit);
         assert_eq!(b.echo, LevelFilter::Error);
+        assert!(b.flush_on_signal);
         assert!(!b.enable_postgres && !b.create_table && b.require_database);
         assert_eq!(b.dsn.as_deref(), Some("host=h"));
         assert_eq!(b.table, "t");

@@ -141,6 +141,9 @@ pub struct Config {
     /// not the database is up (default `off`).
     #[serde(deserialize_with = "level_field")]
     pub echo: Option<LevelFilter>,
+    /// On SIGTERM or SIGINT, write what batch mode holds before the process ends
+    /// (default `false`; needs the `signals` cargo feature).
+    pub flush_on_signal: Option<bool>,
 }
 
 impl Config {
@@ -226,6 +229,7 @@ impl Config {
     /// | `flush_timeout_ms` | `PGLOG_FLUSH_TIMEOUT_MS` | |
     /// | `synchronous_commit` | `PGLOG_SYNCHRONOUS_COMMIT` | |
     /// | `echo` | `PGLOG_ECHO` | |
+    /// | `flush_on_signal` | `PGLOG_FLUSH_ON_SIGNAL` | |
     ///
     /// When both a `PGLOG_*` and a `STOGGER_*` variable are set, the `PGLOG_*` one wins.
     /// Booleans are `1`, `true`, `yes`, `on` or `0`, `false`, `no`, `off`, in any case.
@@ -289,6 +293,7 @@ impl Config {
             flush_timeout_ms: over.flush_timeout_ms.or(self.flush_timeout_ms),
             synchronous_commit: over.synchronous_commit.or(self.synchronous_commit),
             echo: over.echo.or(self.echo),
+            flush_on_signal: over.flush_on_signal.or(self.flush_on_signal),
         }
     }
 }
@@ -322,6 +327,7 @@ impl fmt::Debug for Config {
             .field("flush_timeout_ms", &self.flush_timeout_ms)
             .field("synchronous_commit", &self.synchronous_commit)
             .field("echo", &self.echo)
+            .field("flush_on_signal", &self.flush_on_signal)
             .finish()
     }
 }
@@ -637,6 +643,7 @@ pub(crate) fn from_lookup(env: Lookup<'_>) -> Result<Config, Error> {
             parse_bool,
         )?,
         echo: vars.parsed("echo", &["PGLOG_ECHO"], parse_level)?,
+        flush_on_signal: vars.parsed("flush_on_signal", &["PGLOG_FLUSH_ON_SIGNAL"], parse_bool)?,
     })
 }
 
@@ -745,6 +752,7 @@ pub(crate) mod tests {
             flush_timeout_ms = 4000
             synchronous_commit = false
             echo = "warn"
+            flush_on_signal = true
             "#,
         )
         .unwrap();
@@ -776,6 +784,7 @@ pub(crate) mod tests {
         want.flush_timeout_ms = nz64(4000);
         want.synchronous_commit = Some(false);
         want.echo = Some(LevelFilter::Warn);
+        want.flush_on_signal = Some(true);
         assert_eq!(c, want);
     }
 
@@ -861,6 +870,7 @@ pub(crate) mod tests {
             ("PGLOG_FLUSH_TIMEOUT_MS", "900"),
             ("PGLOG_SYNCHRONOUS_COMMIT", "off"),
             ("PGLOG_ECHO", "error"),
+            ("PGLOG_FLUSH_ON_SIGNAL", "1"),
         ]))
         .unwrap();
         assert_eq!(c.dsn.as_deref(), Some("host=pglog"));
@@ -888,6 +898,7 @@ pub(crate) mod tests {
         assert_eq!(c.flush_timeout_ms, nz64(900));
         assert_eq!(c.synchronous_commit, Some(false));
         assert_eq!(c.echo, Some(LevelFilter::Error));
+        assert_eq!(c.flush_on_signal, Some(true));
         let both = from_lookup(&env(&[
             ("STOGGER_ENABLE_POSTGRES", "1"),
             ("PGLOG_ENABLE", "false"),

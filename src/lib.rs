@@ -47,6 +47,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `tls-rustls` | no | TLS to the database through rustls: `sslmode=prefer`/`require`, and [`Builder::root_cert`] to verify the server |
+//! | `signals` | no | [`Builder::flush_on_signal`]: on SIGTERM or SIGINT, write what batch mode holds, then end as the signal would (signal-hook) |
 //!
 //! # Blocking or batch mode
 //!
@@ -82,6 +83,8 @@ mod logger;
 mod render;
 mod schema;
 mod scope;
+#[cfg(feature = "signals")]
+mod signals;
 mod sink;
 mod stats;
 mod sync;

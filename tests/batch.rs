@@ -16,6 +16,10 @@ fn main() {
         match program.as_str() {
             "forty_thousand" => forty_thousand_program(),
             "outage" => outage_program(),
+            "slow_shutdown" => slow_shutdown_program(),
+            "many_threads" => many_threads_program(),
+            "big_events" => big_events_program(),
+            "signalled" => signalled_program(),
             other => panic!("unknown child program {other}"),
         }
         return;
@@ -45,6 +49,36 @@ fn main() {
         (
             "server_stopped_and_restarted_mid_run",
             server_stopped_and_restarted_mid_run,
+        ),
+        (
+            "a_shutdown_that_cannot_finish_loses_nothing",
+            a_shutdown_that_cannot_finish_loses_nothing,
+        ),
+        (
+            "eight_busy_threads_never_overflow",
+            eight_busy_threads_never_overflow,
+        ),
+        (
+            "big_events_are_bounded_in_bytes",
+            big_events_are_bounded_in_bytes,
+        ),
+        (
+            "sigterm_and_sigint_without_the_option_lose_at_most_the_queue",
+            sigterm_and_sigint_without_the_option_lose_at_most_the_queue,
+        ),
+        #[cfg(feature = "signals")]
+        (
+            "sigterm_and_sigint_with_the_option_lose_nothing",
+            sigterm_and_sigint_with_the_option_lose_nothing,
+        ),
+        #[cfg(not(feature = "signals"))]
+        (
+            "flush_on_signal_names_its_feature",
+            flush_on_signal_names_its_feature,
+        ),
+        (
+            "a_json_data_column_takes_batches",
+            a_json_data_column_takes_batches,
         ),
     ]);
 }
@@ -324,4 +358,393 @@ fn server_stopped_and_restarted_mid_run() {
         .unwrap_or_default()
         .to_owned();
     println!("    {rows} rows, {lines} stderr lines, {elapsed} ms");
+}
+
+// --- a shutdown that cannot finish --------------------------------------------------------------
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"))
+}
+
+const SHUTDOWN_EVENTS: u64 = 300;
+
+/// Creates `table` as pglog would, with a trigger that makes every INSERT or COPY take
+/// `seconds`.
+fn slow_table(dsn: &str, table: &str, seconds: f64) {
+    let (_, guard) = batch_builder(dsn, table).build().unwrap();
+    drop(guard);
+    connect(dsn)
+        .batch_execute(&format!(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM pg_sleep({seconds}); RETURN NULL; END $$; \
+             CREATE TRIGGER slow BEFORE INSERT ON {table} FOR EACH STATEMENT EXECUTE FUNCTION slow()"
+        ))
+        .unwrap();
+}
+
+/// 300 events into a table too slow to take them before the flush timeout; then the
+/// guard is dropped (`TEST_FAULT`: `slow` table, `frozen` server during the drop,
+/// `nanosecond` flush timeout on a healthy server).
+fn slow_shutdown_program() {
+    open_levels();
+    let fault = env("TEST_FAULT");
+    let server = throwaway_pg::Server::start().unwrap();
+    let dsn = server.create_database("shutdown").unwrap();
+    let mut builder = batch_builder(&dsn, "shutdown_logs");
+    match fault.as_str() {
+        "slow" => slow_table(&dsn, "shutdown_logs", 2.5),
+        "frozen" => {}
+        "nanosecond" => builder = builder.flush_timeout(Duration::from_nanos(1)),
+        other => panic!("unknown fault {other}"),
+    }
+    let (logger, guard) = builder.build().unwrap();
+    for i in 0..SHUTDOWN_EVENTS {
+        log::info!(logger: &logger, i; "at shutdown");
+    }
+    if fault == "frozen" {
+        server.freeze().unwrap();
+    }
+    let started = Instant::now();
+    drop(guard);
+    println!("drop_ms={}", started.elapsed().as_millis());
+    if fault == "frozen" {
+        server.thaw().unwrap();
+        // What the frozen server was given may commit now.
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let stored: Vec<String> = connect(&dsn)
+        .query("SELECT data->>'i' FROM shutdown_logs ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    println!("stored={}", stored.join(","));
+    println!("stats {:?}", logger.stats());
+}
+
+fn a_shutdown_that_cannot_finish_loses_nothing() {
+    let flush_timeout = Duration::from_secs(5);
+    for fault in ["slow", "frozen", "nanosecond"] {
+        let output = run_child("slow_shutdown", &[("TEST_FAULT", fault)], LIMIT);
+        assert_success(&output);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let value = |prefix: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .unwrap_or_else(|| panic!("no {prefix}"))
+                .to_owned()
+        };
+        let stored: Vec<u64> = value("stored=")
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let lines: Vec<(u64, bool)> =
+            fallback_events(&String::from_utf8_lossy(&output.stderr), "at shutdown")
+                .into_iter()
+                .map(|(json, uncertain)| (json["i"].as_u64().unwrap(), uncertain))
+                .collect();
+        let (rows, on_stderr, uncertain) =
+            check_every_event(&stored, &lines, SHUTDOWN_EVENTS, fault);
+        let drop_ms: u64 = value("drop_ms=").parse().unwrap();
+        println!(
+            "    {fault}: guard dropped in {drop_ms} ms; {rows} stored, {on_stderr} on stderr ({uncertain} of unknown outcome)"
+        );
+        // The drop waits the flush timeout at most, plus the time to print what is left.
+        assert!(
+            drop_ms <= (flush_timeout + Duration::from_millis(500)).as_millis() as u64,
+            "{fault}: the drop took {drop_ms} ms"
+        );
+    }
+}
+
+// --- many busy threads on a healthy server --------------------------------------------------------
+
+fn many_threads_program() {
+    open_levels();
+    let dsn = env("TEST_DSN");
+    let (logger, guard) = pglog::Builder::new()
+        .dsn(&dsn)
+        .table("busy")
+        .batch()
+        .build()
+        .unwrap();
+    std::thread::scope(|s| {
+        for thread in 0..8u64 {
+            let logger = &logger;
+            s.spawn(move || {
+                for i in 0..25_000u64 {
+                    log::info!(logger: logger, thread, i; "busy");
+                }
+            });
+        }
+    });
+    drop(guard);
+    println!("stats {:?}", logger.stats());
+    let stats = logger.stats();
+    println!(
+        "written={} fallback={} dropped={} uncertain={}",
+        stats.written, stats.fallback, stats.dropped, stats.uncertain
+    );
+}
+
+fn eight_busy_threads_never_overflow() {
+    let dsn = fresh_db("busy");
+    let output = run_child("many_threads", &[("TEST_DSN", &dsn)], LIMIT);
+    assert_success(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("written=200000 fallback=0 dropped=0 uncertain=0"),
+        "{stdout}"
+    );
+    assert_no_notices(&output);
+    assert_eq!(count(&dsn, "busy"), 200_000);
+}
+
+// --- big events ---------------------------------------------------------------------------------
+
+const BIG_EVENTS: u64 = 4 * 5_000;
+
+fn big_events_program() {
+    open_levels();
+    let dsn = env("TEST_DSN");
+    let (logger, guard) = pglog::Builder::new()
+        .dsn(&dsn)
+        .table("big")
+        .batch()
+        .build()
+        .unwrap();
+    let payload = "x".repeat(100_000);
+    let logged = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        // A stall a tenth of the way in (the table locked for 3 s): the writer stops,
+        // and the queue fills to its byte bound.
+        s.spawn(|| {
+            while logged.load(std::sync::atomic::Ordering::Relaxed) < BIG_EVENTS / 10 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let mut locker = connect(&dsn);
+            let mut tx = locker.transaction().unwrap();
+            tx.batch_execute("LOCK TABLE big IN ACCESS EXCLUSIVE MODE")
+                .unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+            tx.commit().unwrap();
+        });
+        for thread in 0..4u64 {
+            let (logger, payload, logged) = (&logger, payload.as_str(), &logged);
+            s.spawn(move || {
+                for i in 0..BIG_EVENTS / 4 {
+                    let n = thread * 1_000_000 + i;
+                    log::info!(logger: logger, n; "big {payload}");
+                    logged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    drop(guard);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let peak = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .parse::<u64>()
+        .unwrap();
+    let stats = logger.stats();
+    println!("peak_kb={peak}");
+    println!(
+        "written={} fallback={} dropped={} uncertain={}",
+        stats.written, stats.fallback, stats.dropped, stats.uncertain
+    );
+}
+
+fn big_events_are_bounded_in_bytes() {
+    let dsn = fresh_db("big");
+    let output = run_child("big_events", &[("TEST_DSN", &dsn)], LIMIT);
+    assert_success(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let peak_kb: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("peak_kb="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stored: Vec<u64> = connect(&dsn)
+        .query("SELECT (data->>'n')::bigint FROM big", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, i64>(0) as u64)
+        .collect();
+    let lines: Vec<(u64, bool)> = fallback_events(&String::from_utf8_lossy(&output.stderr), "big")
+        .into_iter()
+        .map(|(json, uncertain)| (json["n"].as_u64().unwrap(), uncertain))
+        .collect();
+    // Renumber thread * 1,000,000 + i as 0..BIG_EVENTS for the check.
+    let dense = |n: u64| n / 1_000_000 * (BIG_EVENTS / 4) + n % 1_000_000;
+    let stored: Vec<u64> = stored.into_iter().map(dense).collect();
+    let lines: Vec<(u64, bool)> = lines.into_iter().map(|(n, u)| (dense(n), u)).collect();
+    let (rows, on_stderr, uncertain) = check_every_event(&stored, &lines, BIG_EVENTS, "big events");
+    println!(
+        "    4 x 5,000 events of 100 kB, the table locked for 3 s on the way: peak RSS {} MB; \
+         {rows} stored, {on_stderr} on stderr ({uncertain} of unknown outcome)",
+        peak_kb / 1024
+    );
+    assert!(peak_kb <= 256 * 1024, "peak RSS {peak_kb} kB");
+    connect(&server().dsn("postgres"))
+        .batch_execute(&format!(
+            "DROP DATABASE \"{}\"",
+            dsn.rsplit("dbname=").next().unwrap().trim_matches('\'')
+        ))
+        .ok();
+}
+
+// --- signals --------------------------------------------------------------------------------------
+
+const SIGNALLED_EVENTS: u64 = 5_000;
+
+/// Queues 5,000 events in front of a slow table (every batch takes 100 ms), says so on
+/// stdout, and waits for its parent's signal.
+fn signalled_program() {
+    let dsn = env("TEST_DSN");
+    let (logger, guard) = batch_builder(&dsn, "signalled")
+        .flush_on_signal(env("TEST_FLUSH_ON_SIGNAL") == "1")
+        .overflow(Overflow::Block(Duration::from_secs(60)))
+        .build()
+        .unwrap();
+    log::set_max_level(LevelFilter::Trace);
+    log::set_boxed_logger(Box::new(logger)).unwrap();
+    for i in 0..SIGNALLED_EVENTS {
+        log::info!(i; "signalled");
+    }
+    println!("logged depth={}", guard.stats().queue_depth);
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+    drop(guard);
+}
+
+/// Runs `signalled` and sends it `signal` once it has queued everything; returns (stored,
+/// on stderr, queue depth when signalled, exit status).
+fn signal_run(signal: &str, flush: bool) -> (u64, u64, u64, std::process::ExitStatus) {
+    use std::io::{BufRead, BufReader, Read};
+    let dsn = fresh_db("signalled");
+    slow_table(&dsn, "signalled", 0.1);
+    let mut child = child_command("signalled")
+        .env("TEST_DSN", &dsn)
+        .env("TEST_FLUSH_ON_SIGNAL", if flush { "1" } else { "0" })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr.read_to_string(&mut text).ok();
+        text
+    });
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let depth: u64 = line
+        .trim()
+        .strip_prefix("logged depth=")
+        .unwrap_or_else(|| panic!("unexpected: {line}"))
+        .parse()
+        .unwrap();
+    std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the child outlived its signal");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stderr = errors.join().unwrap();
+    let lines = fallback_events(&stderr, "signalled").len() as u64;
+    (count(&dsn, "signalled") as u64, lines, depth, status)
+}
+
+fn sigterm_and_sigint_without_the_option_lose_at_most_the_queue() {
+    use std::os::unix::process::ExitStatusExt;
+    for (signal, number) in [("TERM", 15), ("INT", 2)] {
+        let (stored, lines, depth, status) = signal_run(signal, false);
+        let lost = SIGNALLED_EVENTS - stored - lines;
+        println!(
+            "    SIG{signal}, no flush_on_signal: {stored} stored, {lines} on stderr, {lost} lost; {depth} were queued when it came"
+        );
+        assert_eq!(status.signal(), Some(number), "ended by the signal");
+        // The README's window: what was queued, plus the batch being written.
+        assert!(lost <= depth + 1_000, "lost {lost}, queued {depth}");
+    }
+}
+
+#[cfg(feature = "signals")]
+fn sigterm_and_sigint_with_the_option_lose_nothing() {
+    use std::os::unix::process::ExitStatusExt;
+    for (signal, number) in [("TERM", 15), ("INT", 2)] {
+        let (stored, lines, depth, status) = signal_run(signal, true);
+        println!(
+            "    SIG{signal}, flush_on_signal: {stored} stored, {lines} on stderr; {depth} were queued when it came"
+        );
+        assert_eq!(
+            status.signal(),
+            Some(number),
+            "ended by the signal, as usual"
+        );
+        assert_eq!(stored + lines, SIGNALLED_EVENTS);
+    }
+}
+
+#[cfg(not(feature = "signals"))]
+fn flush_on_signal_names_its_feature() {
+    let err = pglog::Builder::new()
+        .enable_postgres(false)
+        .flush_on_signal(true)
+        .build()
+        .map(drop)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`signals` cargo feature"), "{err}");
+}
+
+// --- a json data column ----------------------------------------------------------------------------
+
+fn a_json_data_column_takes_batches() {
+    open_levels();
+    for prepared in [true, false] {
+        let dsn = fresh_db("json");
+        connect(&dsn)
+            .batch_execute(
+                "CREATE TABLE j (id bigserial PRIMARY KEY, timestamp timestamptz NOT NULL, \
+                 level text NOT NULL, event text NOT NULL, func text, scope text, \
+                 data json NOT NULL DEFAULT '{}')",
+            )
+            .unwrap();
+        let (logger, guard) = batch_builder(&dsn, "j")
+            .create_table(false)
+            .prepared_statements(prepared)
+            .build()
+            .unwrap();
+        for i in 0..100 {
+            log::info!(logger: &logger, i, ok = true; "json");
+        }
+        guard.flush();
+        let stats = guard.stats();
+        assert_eq!((stats.written, stats.fallback), (100, 0), "{stats:?}");
+        let sum: i64 = connect(&dsn)
+            .query_one(
+                "SELECT sum((data->>'i')::int) FROM j WHERE (data->>'ok')::bool",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(sum, 4950);
+    }
 }
