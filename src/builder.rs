@@ -455,8 +455,9 @@ impl Builder {
 
     /// The bound on each statement pglog runs (default 2 s): a locked table, a frozen
     /// server or a network that drops packets cannot hold a log call longer than this
-    /// plus 250 ms (to cancel the statement and hear back). A blocking log call waits at
-    /// most [`pool_wait`](Builder::pool_wait) plus this plus 250 ms in all.
+    /// plus at most 350 ms (to let the server's own timeout answer, then to cancel the
+    /// statement and hear back). A blocking log call waits at most
+    /// [`pool_wait`](Builder::pool_wait) plus this plus 350 ms in all.
     pub fn statement_timeout(mut self, timeout: Duration) -> Builder {
         self.statement_timeout = timeout;
         self

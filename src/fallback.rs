@@ -102,7 +102,8 @@ impl RateLimit {
         }
     }
 
-    fn allow(&self) -> bool {
+    /// Whether a notice may pass now (and counts it as passed).
+    pub fn allow(&self) -> bool {
         let now = epoch().elapsed().as_millis() as u64 + 1;
         let last = self.last.load(Ordering::Relaxed);
         let interval = self.interval.as_millis() as u64;
@@ -121,6 +122,12 @@ fn epoch() -> Instant {
 }
 
 /// The one function that writes to stderr.
+///
+/// Not through `std::io::stderr().lock()`: a thread that held that process-wide lock at
+/// the instant of a `fork()` holds it forever in the child, and the child's next line
+/// would hang. pglog writes each line with one write to a duplicate of descriptor 2, and
+/// keeps lines from interleaving with its own lock, which a forked child recognises as its
+/// parent's and leaves alone (see [`line_lock`]).
 fn write_line(line: &str) {
     #[cfg(test)]
     if capture::write(line) {
@@ -129,8 +136,32 @@ fn write_line(line: &str) {
     let mut buf = Vec::with_capacity(line.len() + 1);
     buf.extend_from_slice(line.as_bytes());
     buf.push(b'\n');
+    let _turn = line_lock();
     // Nothing useful can be done if stderr is gone; the event was counted as sent here.
-    let _ = std::io::stderr().lock().write_all(&buf);
+    let _ = write_stderr(&buf);
+}
+
+fn write_stderr(buf: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stderr().as_fd().try_clone_to_owned()?;
+    std::fs::File::from(fd).write_all(buf)
+}
+
+/// One line at a time, within this process. The lock remembers which fork generation took
+/// it: held by another generation means held by a thread that did not survive a `fork()`,
+/// so the child writes without it rather than wait forever.
+fn line_lock() -> Option<crate::sync::MutexGuard<'static, ()>> {
+    use std::sync::atomic::AtomicU32;
+    static LOCK: crate::sync::Mutex<()> = crate::sync::Mutex::new(());
+    static HOLDER: AtomicU32 = AtomicU32::new(0);
+    let me = crate::fork::generation();
+    let guard = match LOCK.try_lock() {
+        Some(guard) => guard,
+        None if HOLDER.load(Ordering::Acquire) == me => LOCK.lock(),
+        None => return None,
+    };
+    HOLDER.store(me, Ordering::Release);
+    Some(guard)
 }
 
 /// Unit tests read what pglog would have written to stderr here, instead of cluttering

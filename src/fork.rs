@@ -44,6 +44,12 @@ impl Owner {
     }
 }
 
+/// This process's fork generation (see [`Owner`]).
+pub(crate) fn generation() -> u32 {
+    watch();
+    GENERATION.load(Ordering::Acquire)
+}
+
 /// Registers the fork handler, once per process (a child inherits it).
 fn watch() {
     static ONCE: Once = Once::new();

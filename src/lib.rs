@@ -64,7 +64,7 @@
 //! lines, and resumes writing rows by itself when the database is back. Every wait
 //! (connecting, waiting for a pooled session, each statement) is bounded by pglog's own
 //! timers, also when the server is frozen or the network drops packets: a blocking log
-//! call returns within `pool_wait + statement_timeout + 250 ms`. pglog is safe behind
+//! call returns within `pool_wait + statement_timeout + 350 ms`. pglog is safe behind
 //! transaction poolers (pgbouncer) and across `fork()`; see the README.
 
 // The README's examples are compiled as doc tests, so it cannot drift from the API.

@@ -17,15 +17,17 @@ pub struct Stats {
     pub written: u64,
     /// Events written to stderr because the table could not take them.
     pub fallback: u64,
-    /// Events discarded under a policy the user chose.
+    /// Events discarded: under the overflow policy [`Overflow::Drop`](crate::Overflow::Drop),
+    /// and records of the database driver (or logged while pglog writes) below `warn`.
     pub dropped: u64,
     /// Events whose write was sent but never answered (the server froze or the
     /// connection broke mid-statement): they went to stderr too, and may also be in the
     /// table. A duplicate beats a loss.
     pub uncertain: u64,
-    /// Failed attempts to (re)connect to the database.
+    /// Failed attempts to (re)connect to the database, and batches tried again.
     pub retries: u64,
-    /// Events waiting to be written (always 0 in blocking mode).
+    /// Events waiting to be written: queued, or in the batch being written (always 0 in
+    /// blocking mode).
     pub queue_depth: usize,
     /// Whether the last attempt to use the database succeeded.
     pub database_reachable: bool,

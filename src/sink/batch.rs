@@ -20,14 +20,14 @@
 //! the database implements it for real.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use log::LevelFilter;
 
-use super::database::{Database, Failure, Outcome, NOTICE_INTERVAL};
+use super::database::{Database, Failure, Outcome, Work, NOTICE_INTERVAL};
 use super::queue::{Limits, Queue, Refused, Took, Weigh};
 use crate::fallback::{self, RateLimit};
 use crate::fork::Owner;
@@ -88,10 +88,9 @@ pub(crate) trait Store: Send + Sync + 'static {
 
 impl Store for Database {
     fn write_batch(&self, rows: &[Row]) -> Result<(), Failure> {
-        let limit = self.statement_timeout();
-        // A probe from the writer may take the full statement timeout: it holds up no
-        // caller.
-        self.run(|session, _| session.insert_batch(rows, limit))
+        self.run(Work::Batch, |session, limit| {
+            session.insert_batch(rows, limit)
+        })
     }
 
     fn write_one(&self, row: &Row) -> Outcome {
@@ -172,6 +171,8 @@ struct Local {
     owner: Owner,
     queue: Queue<Msg>,
     slot: Slot,
+    /// The most rows per statement now (see [`Writer::write_held`]).
+    chunk: AtomicUsize,
     closed: AtomicBool,
     worker: Mutex<Option<JoinHandle<()>>>,
 }
@@ -213,8 +214,10 @@ impl<S: Store> Batch<S> {
         Some(Arc::clone(&slot))
     }
 
+    /// Events not yet settled: queued, or in the batch the writer holds.
     pub fn queue_depth(&self) -> usize {
-        self.local().map_or(0, |local| local.queue.len())
+        self.local()
+            .map_or(0, |local| local.queue.len() + local.slot.pending())
     }
 
     /// Queues `row`; never touches the network.
@@ -301,6 +304,7 @@ impl Local {
                 bytes: settings.queue_bytes,
             }),
             slot: Slot::default(),
+            chunk: AtomicUsize::new(settings.batch_size),
             closed: AtomicBool::new(false),
             worker: Mutex::new(None),
         });
@@ -366,44 +370,43 @@ impl<S: Store> Writer<S> {
     fn run(&self, local: &Local) {
         let settings = &self.settings;
         let urgent = |msg: &Msg| matches!(msg, Msg::Row(row) if row.level <= settings.flush_level);
-        let mut msgs = Vec::with_capacity(settings.batch_size.min(4096));
         loop {
-            // Blocks for the first message of a batch; then fills it for at most the
-            // flush interval.
-            let mut stop =
-                match local
-                    .queue
-                    .take(&mut msgs, settings.batch_size, BATCH_BYTES, None, urgent)
-                {
-                    Took::Items { stop } => stop,
-                    Took::TimedOut | Took::Closed => return,
-                };
+            // Waits for the first message of a batch; then fills the batch for at most the
+            // flush interval. Messages go straight from the queue into the slot, where
+            // `close` finds them if it gives up meanwhile.
+            if local.queue.wait(None) == Took::Closed {
+                return;
+            }
+            let size = local
+                .chunk
+                .load(Ordering::Relaxed)
+                .clamp(1, settings.batch_size);
             let deadline = Instant::now() + settings.flush_interval;
-            while !stop && msgs.len() < settings.batch_size {
-                let bytes: usize = msgs.iter().map(Weigh::weight).sum();
-                if bytes >= BATCH_BYTES {
+            let (mut items, mut bytes) = (0, 0);
+            loop {
+                let taken = local.slot.collect(|held| {
+                    local.queue.take_now(
+                        held,
+                        size - items,
+                        BATCH_BYTES.saturating_sub(bytes),
+                        urgent,
+                    )
+                });
+                let Some(taken) = taken else {
+                    return; // given up on by `close`
+                };
+                (items, bytes) = (items + taken.items, bytes + taken.bytes);
+                if taken.stop || items >= size || bytes >= BATCH_BYTES {
                     break;
                 }
-                let room = settings.batch_size - msgs.len();
-                match local
-                    .queue
-                    .take(&mut msgs, room, BATCH_BYTES - bytes, Some(deadline), urgent)
-                {
-                    Took::Items { stop: s } => stop = s || Instant::now() >= deadline,
-                    Took::TimedOut | Took::Closed => break,
+                if local.queue.wait(Some(deadline)) != (Took::Items { stop: false }) {
+                    break;
                 }
             }
-            let mut rows = Vec::with_capacity(msgs.len());
-            let mut latches = Vec::new();
-            let mut stopping = None;
-            for msg in msgs.drain(..) {
-                match msg {
-                    Msg::Row(row) => rows.push(row),
-                    Msg::Flush(latch) => latches.push(latch),
-                    Msg::Stop(latch) => stopping = Some(latch),
-                }
-            }
-            let carry_on = self.write(&local.slot, rows);
+            let Some((rows, latches, stopping)) = local.slot.hold() else {
+                return;
+            };
+            let carry_on = self.write(local, &rows);
             for latch in latches {
                 latch.set();
             }
@@ -417,41 +420,63 @@ impl<S: Store> Writer<S> {
         }
     }
 
-    /// Writes `rows` through the slot; every row ends settled. `false` when `close` gave
-    /// up on this writer meanwhile.
-    fn write(&self, slot: &Slot, rows: Vec<Row>) -> bool {
-        if rows.is_empty() {
-            return !slot.is_given_up();
-        }
-        let rows = match slot.hold(rows) {
-            Ok(rows) => rows,
-            Err(rows) => {
-                for row in &rows {
-                    fallback::divert(row, &self.counters);
-                }
-                return false;
+    /// Writes the held `rows`; every row ends settled. `false` when `close` gave up on
+    /// this writer meanwhile.
+    fn write(&self, local: &Local, rows: &[Row]) -> bool {
+        let slot = &local.slot;
+        if !rows.is_empty() {
+            // Nothing may kill the writer: a panic would leave every later event waiting
+            // out the overflow bound. What was not settled goes to stderr.
+            let outcome = catch_unwind(AssertUnwindSafe(|| self.write_held(local, rows)));
+            if outcome.is_err() {
+                self.panic_notice.notice(|| {
+                    "the batch writer panicked; its batch was written to stderr".to_owned()
+                });
+                slot.settle_rest(&self.counters);
             }
-        };
-        // Nothing may kill the writer: a panic would leave every later event waiting
-        // out the overflow bound. What was not settled goes to stderr.
-        let outcome = catch_unwind(AssertUnwindSafe(|| self.write_held(slot, &rows)));
-        if outcome.is_err() {
-            self.panic_notice
-                .notice(|| "the batch writer panicked; its batch was written to stderr".to_owned());
-            slot.settle_rest(&self.counters);
         }
         slot.release()
     }
 
-    fn write_held(&self, slot: &Slot, rows: &[Row]) {
-        let mut attempts = 0;
-        let outcome = loop {
-            if !slot.writing(rows.len()) {
+    /// Writes the held rows in chunks of at most the local chunk size, which halves when
+    /// a chunk takes longer than the statement timeout and grows back as chunks succeed:
+    /// a database slower than the event rate gets smaller statements that fit, instead of
+    /// ever larger ones that all time out.
+    fn write_held(&self, local: &Local, rows: &[Row]) {
+        let slot = &local.slot;
+        let most = self.settings.batch_size;
+        let (mut at, mut attempts) = (0, 0);
+        while at < rows.len() {
+            let chunk = local.chunk.load(Ordering::Relaxed).clamp(1, most);
+            let n = chunk.min(rows.len() - at);
+            if !slot.writing(n) {
                 return;
             }
-            match self.store.write_batch(rows) {
+            match self.store.write_batch(&rows[at..at + n]) {
+                Ok(()) => {
+                    if !slot.settle(n, How::Written, &self.counters) {
+                        return;
+                    }
+                    at += n;
+                    attempts = 0;
+                    local
+                        .chunk
+                        .store((chunk + chunk / 4 + 1).min(most), Ordering::Relaxed);
+                }
+                // Too big for the statement timeout: try it in halves.
+                Err(Failure::Down {
+                    maybe_done: false,
+                    timed_out: true,
+                }) if n > 1 => {
+                    local.chunk.store(n / 2, Ordering::Relaxed);
+                    if !slot.not_writing() {
+                        return;
+                    }
+                }
                 // Known not written: worth another try once the database may be back.
-                Err(Failure::Down { maybe_done: false }) if attempts < BATCH_RETRIES => {
+                Err(Failure::Down {
+                    maybe_done: false, ..
+                }) if attempts < BATCH_RETRIES => {
                     attempts += 1;
                     Counters::add(&self.counters.retries, 1);
                     if !slot.not_writing() {
@@ -459,40 +484,45 @@ impl<S: Store> Writer<S> {
                     }
                     std::thread::sleep(self.store.until_retry());
                 }
-                other => break other,
-            }
-        };
-        let settled = |how| slot.settle(rows.len(), how, &self.counters);
-        match outcome {
-            Ok(()) => settled(How::Written),
-            // One bad row fails the whole statement: write the rows one by one, so that
-            // only the bad ones go to stderr.
-            Err(Failure::Rejected(_)) => {
-                if !slot.not_writing() {
+                // One bad row fails the whole statement: write the rows one by one, so
+                // that only the bad ones go to stderr.
+                Err(Failure::Rejected(_)) => {
+                    if !slot.not_writing() {
+                        return;
+                    }
+                    for row in &rows[at..at + n] {
+                        if !slot.writing(1) {
+                            return;
+                        }
+                        let how = match self.store.write_one(row) {
+                            Outcome::Stored => How::Written,
+                            Outcome::NotStored => How::Fallback,
+                            Outcome::Uncertain => How::Uncertain,
+                        };
+                        if !slot.settle(1, how, &self.counters) {
+                            return;
+                        }
+                    }
+                    at += n;
+                }
+                // Sent and never answered: the rows may be in the table. A duplicate on
+                // stderr beats a loss; writing them again could store them twice.
+                Err(Failure::Down {
+                    maybe_done: true, ..
+                }) => {
+                    if !slot.settle(n, How::Uncertain, &self.counters) {
+                        return;
+                    }
+                    at += n;
+                }
+                // The database is down: what is left goes to stderr now, so that the
+                // queue keeps moving and callers do not wait for it.
+                Err(Failure::Unavailable | Failure::Down { .. }) => {
+                    slot.settle(rows.len() - at, How::Fallback, &self.counters);
                     return;
                 }
-                for row in rows {
-                    if !slot.writing(1) {
-                        return;
-                    }
-                    let how = match self.store.write_one(row) {
-                        Outcome::Stored => How::Written,
-                        Outcome::NotStored => How::Fallback,
-                        Outcome::Uncertain => How::Uncertain,
-                    };
-                    if !slot.settle(1, how, &self.counters) {
-                        return;
-                    }
-                }
-                true
             }
-            // Sent and never answered: the rows may be in the table. A duplicate on
-            // stderr beats a loss; writing them again could store them twice.
-            Err(Failure::Down { maybe_done: true }) => settled(How::Uncertain),
-            Err(Failure::Unavailable | Failure::Down { maybe_done: false }) => {
-                settled(How::Fallback)
-            }
-        };
+        }
     }
 }
 
@@ -513,6 +543,8 @@ struct Slot {
 
 #[derive(Default)]
 struct SlotState {
+    /// Messages taken off the queue for the next batch.
+    collected: Vec<Msg>,
     rows: Option<Arc<Vec<Row>>>,
     settled: usize,
     writing: usize,
@@ -521,24 +553,37 @@ struct SlotState {
 }
 
 impl Slot {
-    /// Takes `rows` in as the batch being written, unless `close` gave up already.
-    fn hold(&self, rows: Vec<Row>) -> Result<Arc<Vec<Row>>, Vec<Row>> {
+    /// Runs `take` on the messages collected for the next batch, unless `close` gave up.
+    fn collect<R>(&self, take: impl FnOnce(&mut Vec<Msg>) -> R) -> Option<R> {
         let mut state = self.state.lock();
         if state.given_up {
-            return Err(rows);
+            return None;
         }
-        let rows = Arc::new(rows);
-        *state = SlotState {
-            rows: Some(Arc::clone(&rows)),
-            settled: 0,
-            writing: 0,
-            given_up: false,
-        };
-        Ok(rows)
+        Some(take(&mut state.collected))
     }
 
-    fn is_given_up(&self) -> bool {
-        self.state.lock().given_up
+    /// Makes the collected rows the batch being written; returns them with the flush and
+    /// stop requests collected with them. `None` when `close` gave up.
+    #[allow(clippy::type_complexity)]
+    fn hold(&self) -> Option<(Arc<Vec<Row>>, Vec<Arc<Latch>>, Option<Arc<Latch>>)> {
+        let mut state = self.state.lock();
+        if state.given_up {
+            return None;
+        }
+        let mut rows = Vec::with_capacity(state.collected.len());
+        let (mut latches, mut stopping) = (Vec::new(), None);
+        for msg in state.collected.drain(..) {
+            match msg {
+                Msg::Row(row) => rows.push(row),
+                Msg::Flush(latch) => latches.push(latch),
+                Msg::Stop(latch) => stopping = Some(latch),
+            }
+        }
+        let rows = Arc::new(rows);
+        state.rows = Some(Arc::clone(&rows));
+        state.settled = 0;
+        state.writing = 0;
+        Some((rows, latches, stopping))
     }
 
     /// The next `n` rows are about to be sent. `false`: given up, stop.
@@ -592,9 +637,15 @@ impl Slot {
     }
 
     fn unsettled(&self, counters: &Counters, give_up: bool) -> (usize, usize) {
-        let (rows, settled, writing) = {
+        let (collected, rows, settled, writing) = {
             let mut state = self.state.lock();
             state.given_up |= give_up;
+            // What was collected is only `close`'s to settle: the writer keeps it otherwise.
+            let collected = if give_up {
+                std::mem::take(&mut state.collected)
+            } else {
+                Vec::new()
+            };
             let taken = (
                 state.rows.clone(),
                 state.settled,
@@ -604,16 +655,37 @@ impl Slot {
                 state.settled = len;
                 state.writing = len;
             }
-            taken
+            (collected, taken.0, taken.1, taken.2)
         };
-        let Some(rows) = rows else { return (0, 0) };
+        let mut unwritten = 0;
+        for msg in collected {
+            match msg {
+                Msg::Row(row) => {
+                    fallback::divert(&row, counters);
+                    unwritten += 1;
+                }
+                Msg::Flush(latch) | Msg::Stop(latch) => latch.set(),
+            }
+        }
+        let Some(rows) = rows else {
+            return (0, unwritten);
+        };
         rows[settled..writing]
             .iter()
             .for_each(|r| fallback::divert_uncertain(r, counters));
         rows[writing..]
             .iter()
             .for_each(|r| fallback::divert(r, counters));
-        (writing - settled, rows.len() - writing)
+        (writing - settled, unwritten + rows.len() - writing)
+    }
+
+    /// Rows held and not yet settled.
+    fn pending(&self) -> usize {
+        let state = self.state.lock();
+        state
+            .rows
+            .as_ref()
+            .map_or(0, |rows| rows.len() - state.settled)
     }
 
     /// The batch is done; `false` if `close` gave up meanwhile.
@@ -856,7 +928,12 @@ mod tests {
 
     #[test]
     fn an_unwritten_batch_is_retried_and_an_unanswered_one_is_not() {
-        let down = || Answer::Fail(Failure::Down { maybe_done: false });
+        let down = || {
+            Answer::Fail(Failure::Down {
+                maybe_done: false,
+                timed_out: false,
+            })
+        };
         let (fake, batch, counters) = start(settings(), vec![down(), down(), Answer::Ok]);
         push(&batch, "retried", 4);
         batch.flush();
@@ -872,7 +949,10 @@ mod tests {
             "to stderr after the retries"
         );
 
-        let unanswered = Answer::Fail(Failure::Down { maybe_done: true });
+        let unanswered = Answer::Fail(Failure::Down {
+            maybe_done: true,
+            timed_out: true,
+        });
         let (fake2, batch, counters) = start(settings(), vec![unanswered]);
         push(&batch, "unanswered", 4);
         batch.flush();
@@ -883,6 +963,26 @@ mod tests {
         );
         assert_eq!(fake2.seen.lock().len(), 1);
         drop(fake);
+    }
+
+    #[test]
+    fn a_batch_too_big_for_the_timeout_is_split_and_the_size_grows_back() {
+        let too_big = || {
+            Answer::Fail(Failure::Down {
+                maybe_done: false,
+                timed_out: true,
+            })
+        };
+        let settings = BatchSettings {
+            batch_size: 8,
+            ..settings()
+        };
+        let (fake, batch, counters) = start(settings, vec![too_big(), too_big()]);
+        push(&batch, "split", 8);
+        batch.flush();
+        assert_eq!(counts(&counters), (8, 0, 0, 0));
+        // 8 and 4 time out; then 2 fits, and the size grows back: 3, then the last 3.
+        assert_eq!(*fake.seen.lock(), [8, 4, 2, 3, 3]);
     }
 
     #[test]
@@ -958,6 +1058,7 @@ mod tests {
                     1 => Answer::Fail(Failure::Rejected(Trouble::new(Kind::Rejected, "x"))),
                     2 => Answer::Fail(Failure::Down {
                         maybe_done: next(2) == 0,
+                        timed_out: next(2) == 0,
                     }),
                     3 => Answer::Fail(Failure::Unavailable),
                     _ => Answer::Panic,

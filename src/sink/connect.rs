@@ -12,6 +12,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -235,6 +236,8 @@ pub(crate) struct Endpoint {
     /// Per address, as libpq's `connect_timeout`.
     limit: Duration,
     keepalive: Keepalive,
+    /// The index (in [`Endpoint::hosts`]' order) of the host that answered last.
+    preferred: AtomicUsize,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -260,6 +263,7 @@ impl Endpoint {
             transport,
             limit,
             keepalive,
+            preferred: AtomicUsize::new(usize::MAX),
         }
     }
 
@@ -276,7 +280,20 @@ impl Endpoint {
     /// trying each within the connect timeout; the error is the last address's.
     pub fn open(&self, rt: &Runtime, on_notice: &NoticeHandler) -> Result<Opened, Trouble> {
         let mut last = None;
-        for (host, port) in self.hosts() {
+        let mut hosts = self.hosts();
+        // The host that answered last goes first (unless hosts are to be tried at
+        // random): a frozen first host of a multi-host DSN then costs one connect
+        // timeout, not one per session.
+        let preferred = self.preferred.load(Ordering::Relaxed);
+        let random = self.config.get_load_balance_hosts() == LoadBalanceHosts::Random;
+        if let Some(at) = hosts
+            .iter()
+            .position(|(i, ..)| *i == preferred)
+            .filter(|_| !random)
+        {
+            hosts[..=at].rotate_right(1);
+        }
+        for (index, host, port) in hosts {
             let addresses = match resolve(&host, port, self.limit) {
                 Ok(addresses) => addresses,
                 Err(e) => {
@@ -289,7 +306,10 @@ impl Endpoint {
             };
             for address in addresses {
                 match rt.block_on(self.open_one(&address, on_notice)) {
-                    Ok(opened) => return Ok(opened),
+                    Ok(opened) => {
+                        self.preferred.store(index, Ordering::Relaxed);
+                        return Ok(opened);
+                    }
                     Err(trouble) => last = Some(trouble),
                 }
             }
@@ -297,8 +317,9 @@ impl Endpoint {
         Err(last.unwrap_or_else(|| Trouble::new(Kind::Unreachable, "no host to connect to")))
     }
 
-    /// Hosts in the order to try, with their ports (libpq's pairing rules).
-    fn hosts(&self) -> Vec<(Target, u16)> {
+    /// Hosts in the order to try, each with its index in the DSN and its port (libpq's
+    /// pairing rules).
+    fn hosts(&self) -> Vec<(usize, Target, u16)> {
         let config = &self.config;
         let (hosts, addrs, ports) = (
             config.get_hosts(),
@@ -327,7 +348,7 @@ impl Endpoint {
                     (Some(Host::Unix(dir)), None) => Target::Unix(dir.clone()),
                     (None, None) => Target::Unix(PathBuf::from("/tmp")),
                 };
-                (target, port)
+                (i, target, port)
             })
             .collect()
     }
@@ -549,7 +570,7 @@ mod tests {
         endpoint
             .hosts()
             .iter()
-            .map(|(target, port)| format!("{}:{port}", host_text(target)))
+            .map(|(_, target, port)| format!("{}:{port}", host_text(target)))
             .collect()
     }
 

@@ -4,7 +4,7 @@
 //! Every wait is bounded: a session is waited for at most `pool_wait` (connecting happens
 //! on the pool's own thread), each statement at most `statement_timeout` plus
 //! [`CANCEL_GRACE`]. So a blocking log call returns within
-//! `pool_wait + statement_timeout + 250 ms` (3.25 s with the defaults), whatever the
+//! `pool_wait + statement_timeout + 350 ms` (3.35 s with the defaults), whatever the
 //! server or the network does. Once the database has failed, callers stop paying for it:
 //! [`Database::run`] refuses at once, the pool reconnects in the background, and one
 //! caller at a time probes with a short bound ([`PROBE_LIMIT`]). A dead server thus
@@ -13,11 +13,12 @@
 //! After `fork()`, a child gets a pool of its own on first use; the parent's sessions
 //! are neither used nor closed by the child (see [`crate::fork`]).
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::health::{Admit, Health};
-use super::pool::{Connect, NoSession, Pool, PoolSettings, Pooled};
+use super::pool::{Check, Connect, NoSession, Pool, PoolSettings, Pooled};
 use super::session::{Session, SessionConfig, CANCEL_GRACE};
 use super::trouble::{Kind, Trouble};
 use crate::fallback::{self, RateLimit};
@@ -40,9 +41,10 @@ const FORK_PATIENCE: Duration = Duration::from_millis(50);
 pub(crate) enum Failure {
     /// Nothing was tried: the database is known to be down, or no session came in time.
     Unavailable,
-    /// The database failed and is now marked down. `maybe_done`: the statement was sent
-    /// and never answered, so its rows may be stored.
-    Down { maybe_done: bool },
+    /// The database (or the session) failed. `maybe_done`: the statement was sent and
+    /// never answered, so its rows may be stored. `timed_out`: it took longer than its
+    /// bound (a batch may fit when smaller).
+    Down { maybe_done: bool, timed_out: bool },
     /// The server refused this statement for its content; nothing was stored, and
     /// other rows may pass.
     Rejected(Trouble),
@@ -72,8 +74,8 @@ impl Connect for Connector {
 }
 
 impl Pooled for Session {
-    fn usable(&mut self) -> bool {
-        Session::usable(self)
+    fn check(&mut self, budget: Duration) -> Check {
+        Session::check(self, budget)
     }
     fn is_broken(&self) -> bool {
         Session::is_broken(self)
@@ -88,6 +90,8 @@ struct Local {
     owner: Owner,
     pool: Pool<Connector>,
     health: Health,
+    /// The current outage was announced, so its end is too.
+    announced: AtomicBool,
 }
 
 pub(crate) struct Database {
@@ -98,6 +102,38 @@ pub(crate) struct Database {
     local: RwLock<Arc<Local>>,
     busy_notice: RateLimit,
     reject_notice: RateLimit,
+    lost_notice: RateLimit,
+    down_notice: RateLimit,
+    /// How long each kind of write took lately, for the probe limit.
+    typical: [Typical; 2],
+}
+
+/// What a statement writes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Work {
+    Insert = 0,
+    Batch = 1,
+}
+
+/// A moving average of durations (one eighth of each new one), in microseconds.
+#[derive(Debug, Default)]
+struct Typical(AtomicU64);
+
+impl Typical {
+    fn record(&self, took: Duration) {
+        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let old = self.0.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            (old * 7 + sample) / 8
+        };
+        self.0.store(new, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Duration {
+        Duration::from_micros(self.0.load(Ordering::Relaxed))
+    }
 }
 
 impl Database {
@@ -120,6 +156,9 @@ impl Database {
             local: RwLock::new(local),
             busy_notice: RateLimit::new(NOTICE_INTERVAL),
             reject_notice: RateLimit::new(NOTICE_INTERVAL),
+            lost_notice: RateLimit::new(NOTICE_INTERVAL),
+            down_notice: RateLimit::new(NOTICE_INTERVAL),
+            typical: Default::default(),
         };
         if let Some(local) = db.local() {
             let first = local.pool.warm(db.config.endpoint.limit() + CANCEL_GRACE);
@@ -141,6 +180,7 @@ impl Database {
             owner: Owner::current(),
             pool: Pool::start(connector, pool),
             health: Health::new(),
+            announced: AtomicBool::new(false),
         })
     }
 
@@ -184,21 +224,19 @@ impl Database {
             .map_or(Duration::ZERO, |local| local.health.until_next_probe())
     }
 
-    pub fn statement_timeout(&self) -> Duration {
-        self.config.statement_timeout
-    }
-
     pub fn table(&self) -> String {
         self.config.table.quoted()
     }
 
     /// Runs `op` on a session if the database may be used now, and learns from the
-    /// outcome. `op` is told whether this is a probe of a failed database, which must
-    /// not wait long (see [`PROBE_LIMIT`]). A table that disappeared is created again
-    /// (when pglog may create it) and `op` tried once more.
+    /// outcome. `op` gets the bound for its statement: the statement timeout, or when
+    /// this is a probe of a failed database, the [probe limit](Database::probe_limit).
+    /// A table that disappeared is created again (when pglog may create it) and `op`
+    /// tried once more.
     pub fn run<T>(
         &self,
-        mut op: impl FnMut(&mut Session, bool) -> Result<T, Trouble>,
+        work: Work,
+        mut op: impl FnMut(&mut Session, Duration) -> Result<T, Trouble>,
     ) -> Result<T, Failure> {
         let local = self.local().ok_or(Failure::Unavailable)?;
         let probing = match local.health.admit() {
@@ -207,11 +245,22 @@ impl Database {
             Admit::Write => false,
         };
         let mut session = if probing {
-            local.pool.try_get().ok_or(Failure::Unavailable)?
+            // A probe may wait briefly for a session (the pool reopens them in the
+            // background while the database is down), never for a connect.
+            local
+                .pool
+                .get(PROBE_LIMIT)
+                .map_err(|_| Failure::Unavailable)?
         } else {
             self.checked_out(&local, local.pool.get(self.pool_wait))?
         };
-        let mut result = op(&mut session, probing);
+        let limit = if probing {
+            self.probe_limit(work)
+        } else {
+            self.config.statement_timeout
+        };
+        let started = Instant::now();
+        let mut result = op(&mut session, limit);
         if matches!(&result, Err(t) if t.kind == Kind::NoTable && self.config.create_table) {
             // Dropped meanwhile (a DBA's cleanup, a test reset): a new session creates it
             // again as it opens, and says so.
@@ -221,27 +270,54 @@ impl Database {
             session.discard();
             drop(session);
             if let Ok(mut fresh) = local.pool.get(self.pool_wait) {
-                result = op(&mut fresh, probing);
+                result = op(&mut fresh, limit);
             }
         }
         match result {
             Ok(value) => {
+                self.typical[work as usize].record(started.elapsed());
                 if local.health.came_up() {
                     local.pool.keep_one(false);
-                    fallback::notice(&format!(
-                        "database reachable again; writing events to {}",
-                        self.table()
-                    ));
+                    if local.announced.swap(false, Ordering::AcqRel) {
+                        fallback::notice(&format!(
+                            "database reachable again; writing events to {}",
+                            self.table()
+                        ));
+                    }
                 }
                 Ok(value)
             }
+            // One session broke (its backend terminated, a restart under way): the pool
+            // replaces it. Only a failure to get another takes the database down.
+            Err(trouble) if trouble.kind == Kind::Lost && !probing => {
+                self.lost_notice.notice(|| {
+                    format!(
+                        "{}; the session is replaced, its statement's events went to stderr",
+                        self.describe(&trouble)
+                    )
+                });
+                Err(Failure::Down {
+                    maybe_done: trouble.maybe_done,
+                    timed_out: false,
+                })
+            }
             Err(trouble) if trouble.kind.is_outage() => {
-                let maybe_done = trouble.maybe_done;
                 self.went_down(&local, &trouble);
-                Err(Failure::Down { maybe_done })
+                Err(Failure::Down {
+                    maybe_done: trouble.maybe_done,
+                    timed_out: trouble.kind == Kind::Timeout,
+                })
             }
             Err(trouble) => Err(Failure::Rejected(trouble)),
         }
+    }
+
+    /// How long a probe may take before it is canceled: 50 ms, or four times what this
+    /// kind of write took lately when that is longer (a table with a slow trigger must not
+    /// look locked forever), at most the statement timeout.
+    pub fn probe_limit(&self, work: Work) -> Duration {
+        (self.typical[work as usize].get() * 4)
+            .clamp(PROBE_LIMIT, self.config.statement_timeout.max(PROBE_LIMIT))
     }
 
     fn checked_out<T>(&self, local: &Local, got: Result<T, NoSession>) -> Result<T, Failure> {
@@ -249,7 +325,10 @@ impl Database {
             Ok(session) => Ok(session),
             Err(NoSession::Failed(trouble)) => {
                 self.went_down(local, &trouble);
-                Err(Failure::Down { maybe_done: false })
+                Err(Failure::Down {
+                    maybe_done: false,
+                    timed_out: false,
+                })
             }
             Err(NoSession::Connecting) => {
                 let trouble = local.pool.last_failure().unwrap_or_else(|| {
@@ -262,7 +341,10 @@ impl Database {
                     )
                 });
                 self.went_down(local, &trouble);
-                Err(Failure::Down { maybe_done: false })
+                Err(Failure::Down {
+                    maybe_done: false,
+                    timed_out: false,
+                })
             }
             Err(NoSession::Busy) => {
                 self.busy_notice.notice(|| {
@@ -280,10 +362,7 @@ impl Database {
     /// Stores one row with one statement (a short one when probing); reports a row the
     /// database refuses, rate-limited: the next one may pass.
     pub fn insert(&self, row: &Row) -> Outcome {
-        let statement = self.statement_timeout();
-        let result = self.run(|session, probing| {
-            session.insert(row, if probing { PROBE_LIMIT } else { statement })
-        });
+        let result = self.run(Work::Insert, |session, limit| session.insert(row, limit));
         match result {
             Ok(()) => Outcome::Stored,
             Err(Failure::Rejected(trouble)) => {
@@ -291,8 +370,28 @@ impl Database {
                     .notice(|| format!("{}; it was written to stderr", self.describe(&trouble)));
                 Outcome::NotStored
             }
-            Err(Failure::Down { maybe_done: true }) => Outcome::Uncertain,
-            Err(Failure::Unavailable | Failure::Down { maybe_done: false }) => Outcome::NotStored,
+            Err(Failure::Down {
+                maybe_done: true, ..
+            }) => Outcome::Uncertain,
+            Err(Failure::Unavailable | Failure::Down { .. }) => Outcome::NotStored,
+        }
+    }
+
+    /// Ends this process's idle sessions cleanly (when the guard is dropped: the program
+    /// is about to exit, and a pooler or the server log would otherwise see a dropped
+    /// connection). Later events open new ones.
+    pub fn close_idle(&self) {
+        let Some(local) = self.local() else { return };
+        // A session runs its own small runtime, which cannot be driven from inside an
+        // async runtime's thread.
+        if super::blocking::on_runtime_thread() {
+            std::thread::scope(|s| {
+                let _ = std::thread::Builder::new()
+                    .name("pglog-close".to_owned())
+                    .spawn_scoped(s, || local.pool.close_idle());
+            });
+        } else {
+            local.pool.close_idle();
         }
     }
 
@@ -302,7 +401,10 @@ impl Database {
 
     fn went_down(&self, local: &Local, trouble: &Trouble) {
         local.pool.keep_one(true);
-        if local.health.went_down(trouble) {
+        // Outages are announced (and their end with them) at most once per interval: a
+        // flapping database does not print a notice per flap.
+        if local.health.went_down(trouble) && self.down_notice.allow() {
+            local.announced.store(true, Ordering::Release);
             fallback::notice(&format!(
                 "{}; events go to stderr until {} is writable again (pglog keeps retrying)",
                 self.describe(trouble),

@@ -84,12 +84,16 @@ impl Sink {
         }
     }
 
-    /// Flushes and stops background work; events logged later go to stderr (batch) or
-    /// are written as before (blocking).
+    /// Flushes and stops background work, and ends idle sessions cleanly; events logged
+    /// later go to stderr (batch) or are written as before (blocking).
     pub fn close(&self) {
         match self {
-            Sink::Batch(sink) => sink.close(),
-            Sink::Blocking(..) | Sink::Stderr => {}
+            Sink::Batch(sink) => {
+                sink.close();
+                sink.database().close_idle();
+            }
+            Sink::Blocking(sink) => sink.database().close_idle(),
+            Sink::Stderr => {}
         }
     }
 

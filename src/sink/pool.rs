@@ -9,7 +9,8 @@
 //!   bounded cadence, so that writing resumes without an event paying for a connect.
 //! - **Idle sessions are closed after the idle timeout**, the last one included: an idle
 //!   program holds no server connection, and `pg_ctl stop -m smart` is not kept waiting.
-//! - **A session is checked before it is lent** after any quiet ([`Pooled::usable`]).
+//! - **A session is checked before it is lent** after any quiet ([`Pooled::check`]),
+//!   within the caller's wait.
 //!
 //! A pool belongs to one process; see [`crate::fork`].
 
@@ -30,12 +31,23 @@ pub(crate) trait Connect: Send + Sync + 'static {
     fn connect(&self) -> Result<Self::Session, Trouble>;
 }
 
+/// Whether an idle session can be lent.
+#[derive(Debug)]
+pub(crate) enum Check {
+    Ready,
+    /// Closed, broken or another process's: discard it and use another.
+    Stale,
+    /// It did not answer in time: the server may be frozen or unreachable.
+    Silent(Trouble),
+}
+
 /// What the pool needs of a session.
 pub(crate) trait Pooled: Send + 'static {
-    /// Whether it can take a statement now (cheap; see [`Session::usable`]).
+    /// Whether it can take a statement now; cheap, and never longer than `budget` (see
+    /// [`Session::check`]).
     ///
-    /// [`Session::usable`]: super::session::Session::usable
-    fn usable(&mut self) -> bool;
+    /// [`Session::check`]: super::session::Session::check
+    fn check(&mut self, budget: Duration) -> Check;
     /// Whether a statement on it failed in a way that leaves it unusable.
     fn is_broken(&self) -> bool;
     /// Ends it.
@@ -127,7 +139,8 @@ impl<C: Connect> Pool<C> {
     }
 
     /// Lends a session: an idle one that is still usable, else one opened for this call
-    /// by the connector, waiting at most `wait`.
+    /// by the connector, waiting at most `wait`. Fails at once when a connection attempt
+    /// fails while no session exists, or an idle one does not answer.
     pub fn get(&self, wait: Duration) -> Result<Lease<'_, C>, NoSession> {
         let deadline = Instant::now() + wait;
         let inner = &*self.inner;
@@ -136,11 +149,15 @@ impl<C: Connect> Pool<C> {
         state.waiting += 1;
         let outcome = loop {
             let session;
-            (state, session) = self.take_idle(state);
-            if let Some(session) = session {
-                break Ok(session);
+            (state, session) = self.take_idle(state, deadline);
+            match session {
+                Ok(Some(session)) => break Ok(session),
+                Ok(None) => {}
+                Err(trouble) => break Err(NoSession::Failed(trouble)),
             }
-            if state.failures != failures || state.stopped {
+            // With sessions open elsewhere (lent to other threads), a failed attempt to
+            // open one more is no outage: wait for one of them instead.
+            if (state.failures != failures && state.open == 0) || state.stopped {
                 break Err(NoSession::Failed(
                     state.last_failure.clone().unwrap_or_else(|| {
                         Trouble::new(super::trouble::Kind::Unreachable, "no connection")
@@ -153,9 +170,11 @@ impl<C: Connect> Pool<C> {
             (state, timed_out) = inner.changed.wait_until(state, deadline);
             if timed_out {
                 let session;
-                (state, session) = self.take_idle(state);
-                if let Some(session) = session {
-                    break Ok(session);
+                (state, session) = self.take_idle(state, deadline);
+                match session {
+                    Ok(Some(session)) => break Ok(session),
+                    Ok(None) => {}
+                    Err(trouble) => break Err(NoSession::Failed(trouble)),
                 }
                 break Err(if state.open < inner.settings.size {
                     NoSession::Connecting
@@ -206,34 +225,44 @@ impl<C: Connect> Pool<C> {
         outcome
     }
 
-    /// Lends an idle, usable session if there is one; never waits.
-    pub fn try_get(&self) -> Option<Lease<'_, C>> {
-        let (state, session) = self.take_idle(self.inner.state.lock());
-        drop(state);
-        session.map(|session| Lease {
-            session: Some(session),
-            pool: self,
-        })
-    }
-
-    /// Pops idle sessions until a usable one turns up; closes the others. Checks run
-    /// without the lock held.
+    /// Pops idle sessions until a usable one turns up, closing the stale ones; checks run
+    /// without the lock held, within what is left until `deadline`.
+    #[allow(clippy::type_complexity)]
     fn take_idle<'g>(
         &'g self,
         mut state: MutexGuard<'g, State<C::Session>>,
-    ) -> (MutexGuard<'g, State<C::Session>>, Option<C::Session>) {
+        deadline: Instant,
+    ) -> (
+        MutexGuard<'g, State<C::Session>>,
+        Result<Option<C::Session>, Trouble>,
+    ) {
         while let Some((mut session, _)) = state.idle.pop() {
             drop(state);
-            if session.usable() {
-                return (self.inner.state.lock(), Some(session));
+            let check = session.check(deadline.saturating_duration_since(Instant::now()));
+            if let Check::Ready = check {
+                return (self.inner.state.lock(), Ok(Some(session)));
             }
             session.close();
             state = self.inner.state.lock();
             state.open -= 1;
             // A dead session hints at a restart: let the connector replace it.
             self.inner.changed.notify_all();
+            if let Check::Silent(trouble) = check {
+                return (state, Err(trouble));
+            }
         }
-        (state, None)
+        (state, Ok(None))
+    }
+
+    /// An idle, usable session if there is one; never waits, never connects.
+    #[cfg(test)]
+    fn try_get(&self) -> Option<Lease<'_, C>> {
+        let (state, session) = self.take_idle(self.inner.state.lock(), Instant::now());
+        drop(state);
+        session.ok().flatten().map(|session| Lease {
+            session: Some(session),
+            pool: self,
+        })
     }
 
     /// While `on`, the connector keeps one session open even when nobody asks for one,
@@ -244,6 +273,19 @@ impl<C: Connect> Pool<C> {
             state.keep_one = on;
             self.inner.changed.notify_all();
         }
+    }
+
+    /// Closes the idle sessions now (politely: the server sees a clean end), for a
+    /// program about to exit; new ones are opened when needed.
+    pub fn close_idle(&self) {
+        let idle = {
+            let mut state = self.inner.state.lock();
+            let idle = std::mem::take(&mut state.idle);
+            state.open -= idle.len();
+            idle
+        };
+        idle.into_iter().for_each(|(session, _)| session.close());
+        self.inner.changed.notify_all();
     }
 
     /// Sessions open now (idle, lent or being opened).
@@ -405,11 +447,14 @@ mod tests {
         down: AtomicBool,
         /// Sessions opened from now on report themselves unusable on checkout.
         stale: Arc<AtomicBool>,
+        /// Idle sessions do not answer their check.
+        silent: Arc<AtomicBool>,
     }
 
     struct FakeSession {
         closed: Arc<AtomicUsize>,
         stale: Arc<AtomicBool>,
+        silent: Arc<AtomicBool>,
         broken: bool,
         id: usize,
     }
@@ -423,6 +468,7 @@ mod tests {
             Ok(FakeSession {
                 closed: Arc::clone(&self.closed),
                 stale: Arc::clone(&self.stale),
+                silent: Arc::clone(&self.silent),
                 broken: false,
                 id: self.opened.fetch_add(1, Ordering::SeqCst),
             })
@@ -430,8 +476,14 @@ mod tests {
     }
 
     impl Pooled for FakeSession {
-        fn usable(&mut self) -> bool {
-            !self.stale.load(Ordering::SeqCst)
+        fn check(&mut self, _: Duration) -> Check {
+            if self.silent.load(Ordering::SeqCst) {
+                Check::Silent(Trouble::new(Kind::Timeout, "no answer"))
+            } else if self.stale.load(Ordering::SeqCst) {
+                Check::Stale
+            } else {
+                Check::Ready
+            }
         }
         fn is_broken(&self) -> bool {
             self.broken
@@ -503,6 +555,37 @@ mod tests {
         }
         assert!(started.elapsed() < LONG, "did not wait out the whole wait");
         assert!(pool.last_failure().is_some());
+    }
+
+    #[test]
+    fn a_failed_extra_connect_is_no_outage_while_sessions_are_lent() {
+        let (fake, pool) = pool(2, LONG);
+        let first = pool.get(LONG).unwrap();
+        fake.down.store(true, Ordering::SeqCst);
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| pool.get(LONG).map(|lease| lease.id));
+            eventually("the second connect failed", || {
+                pool.last_failure().is_some()
+            });
+            let id = first.id;
+            drop(first);
+            assert_eq!(
+                waiter.join().unwrap().ok(),
+                Some(id),
+                "it got the returned one"
+            );
+        });
+    }
+
+    #[test]
+    fn a_silent_idle_session_fails_the_caller_at_once() {
+        let (fake, pool) = pool(2, LONG);
+        drop(pool.get(LONG).unwrap());
+        fake.silent.store(true, Ordering::SeqCst);
+        let started = Instant::now();
+        assert!(matches!(pool.get(LONG), Err(NoSession::Failed(_))));
+        assert!(started.elapsed() < LONG);
+        assert_eq!(fake.closed.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -45,6 +45,15 @@ pub(crate) enum Took {
     Closed,
 }
 
+/// What one [`Queue::take_now`] moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Taken {
+    pub items: usize,
+    pub bytes: usize,
+    /// It stopped after a control message or an urgent item.
+    pub stop: bool,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub events: usize,
@@ -170,6 +179,7 @@ impl<T: Weigh> Queue<T> {
     /// items and about `max_bytes` bytes (at least one item), stopping after a control
     /// message or an item `urgent` picks. Waits until `until` for the first one when
     /// there is none (`None`: as long as it takes).
+    #[cfg(test)]
     pub fn take(
         &self,
         out: &mut Vec<T>,
@@ -178,6 +188,17 @@ impl<T: Weigh> Queue<T> {
         until: Option<Instant>,
         urgent: impl Fn(&T) -> bool,
     ) -> Took {
+        match self.wait(until) {
+            Took::Items { .. } => Took::Items {
+                stop: self.take_now(out, max_items, max_bytes, urgent).stop,
+            },
+            other => other,
+        }
+    }
+
+    /// Waits until there is something to take (`Items`), `until` passes, or the queue is
+    /// closed and empty; takes nothing.
+    pub fn wait(&self, until: Option<Instant>) -> Took {
         let mut state = self.state.lock();
         while state.items.is_empty() {
             if state.closed {
@@ -194,6 +215,20 @@ impl<T: Weigh> Queue<T> {
                 return Took::TimedOut;
             }
         }
+        Took::Items { stop: false }
+    }
+
+    /// Like `take` without waiting: takes what is there (maybe nothing), up to
+    /// `max_items` items and about `max_bytes` bytes (at least one item), stopping after
+    /// a control message or an item `urgent` picks.
+    pub fn take_now(
+        &self,
+        out: &mut Vec<T>,
+        max_items: usize,
+        max_bytes: usize,
+        urgent: impl Fn(&T) -> bool,
+    ) -> Taken {
+        let mut state = self.state.lock();
         let (mut taken, mut bytes, mut stop) = (0, 0, false);
         while taken < max_items {
             let Some(front) = state.items.front() else {
@@ -212,11 +247,17 @@ impl<T: Weigh> Queue<T> {
                 break;
             }
         }
-        state.progress = Instant::now();
-        if !state.line.is_empty() {
-            self.freed.notify_all();
+        if taken > 0 {
+            state.progress = Instant::now();
+            if !state.line.is_empty() {
+                self.freed.notify_all();
+            }
         }
-        Took::Items { stop }
+        Taken {
+            items: taken,
+            bytes,
+            stop,
+        }
     }
 
     /// Closes the queue and returns what it still held; later pushes are refused.

@@ -39,6 +39,7 @@ use tokio_postgres::{Client, Statement};
 
 use super::connect::{drive, Address, Broken, Drive, Endpoint, NoticeHandler};
 use super::copy;
+use super::pool::Check;
 use super::trouble::{Kind, Trouble};
 use crate::fork::Owner;
 use crate::render::Row;
@@ -52,6 +53,8 @@ const CHECK_AFTER: Duration = Duration::from_millis(1);
 /// A session idle at least this long is also pinged (one round trip) before use: a
 /// network path can die without a word.
 const PING_AFTER: Duration = Duration::from_secs(15);
+/// No ping is worth sending with less time than this left.
+const MIN_PING: Duration = Duration::from_millis(10);
 
 /// What every session of one logger shares.
 pub(crate) struct SessionConfig {
@@ -269,7 +272,11 @@ impl Session {
     /// Creates the table and its indexes if any is missing (see [`schema::ensure`]); says
     /// so when the table had been seen before, so it disappeared meanwhile.
     pub fn ensure_table(&mut self) -> Result<(), Trouble> {
-        let limit = self.config.statement_timeout;
+        // A one-off, on the pool's thread: it may take what a connect may take.
+        let limit = self
+            .config
+            .statement_timeout
+            .max(self.config.endpoint.limit());
         let table = self.config.table.clone();
         let created = self.run(limit, async |client| {
             schema::ensure(client, &table, limit).await
@@ -311,27 +318,31 @@ impl Session {
     }
 
     /// Whether the session may take a statement now: not broken, owned by this process,
-    /// not closed by the server meanwhile, and (after a long quiet) still answering.
-    pub fn usable(&mut self) -> bool {
+    /// not closed by the server meanwhile, and (after a long quiet) still answering a
+    /// ping within `budget`.
+    pub fn check(&mut self, budget: Duration) -> Check {
         if self.broken || self.live.is_none() || !self.owner.is_current() {
-            return false;
+            return Check::Stale;
         }
         let idle = self.last_used.elapsed();
         if idle >= CHECK_AFTER && !self.still_open() {
             self.broken = true;
-            return false;
+            return Check::Stale;
         }
-        if idle >= PING_AFTER {
-            let limit = self.config.statement_timeout;
-            if self
-                .run(limit, async |client| client.simple_query("").await)
-                .is_err()
-            {
+        // A ping only when there is time for one: the caller's wait bounds it.
+        let limit = budget.min(self.config.statement_timeout);
+        if idle >= PING_AFTER && limit >= MIN_PING {
+            let pinged = self.run_uncanceled(limit, async |client| client.simple_query("").await);
+            if let Err(trouble) = pinged {
                 self.broken = true;
-                return false;
+                return if trouble.kind == Kind::Timeout {
+                    Check::Silent(trouble)
+                } else {
+                    Check::Stale
+                };
             }
         }
-        true
+        Check::Ready
     }
 
     /// Reads what arrived while the session was idle: a server that closed it (restart,
@@ -396,9 +407,11 @@ impl Session {
                         Type::TEXT,
                         self.data_type.clone(),
                     ];
-                    let statement = self.run(limit, async |client| {
-                        client.prepare_typed(&sql, &types).await
-                    })?;
+                    let statement = self
+                        .run(limit, async |client| {
+                            client.prepare_typed(&sql, &types).await
+                        })
+                        .map_err(Trouble::not_done)?;
                     if let Mode::Direct { insert, .. } = &mut self.mode {
                         *insert = Some(statement.clone());
                     }
@@ -438,7 +451,9 @@ impl Session {
                 Some(statement) => statement.clone(),
                 None => {
                     let sql = self.config.sql.copy.clone();
-                    let statement = self.run(limit, async |client| client.prepare(&sql).await)?;
+                    let statement = self
+                        .run(limit, async |client| client.prepare(&sql).await)
+                        .map_err(Trouble::not_done)?;
                     if let Mode::Direct { copy, .. } = &mut self.mode {
                         *copy = Some(statement.clone());
                     }
@@ -496,6 +511,25 @@ impl Session {
         limit: Duration,
         request: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, Trouble> {
+        self.run_with(limit, true, request)
+    }
+
+    /// [`run`](Session::run) without the cancel request and its grace: for requests that
+    /// change nothing (a ping), whose session is simply given up when they time out.
+    fn run_uncanceled<T>(
+        &mut self,
+        limit: Duration,
+        request: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, Trouble> {
+        self.run_with(limit, false, request)
+    }
+
+    fn run_with<T>(
+        &mut self,
+        limit: Duration,
+        cancel: bool,
+        request: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, Trouble> {
         let Some(Live { rt, client, driver }) = self.live.as_mut().filter(|_| !self.broken) else {
             return Err(Trouble::new(Kind::Lost, "the session is closed"));
         };
@@ -504,11 +538,12 @@ impl Session {
         let address = &self.address;
         let outcome = rt.block_on(async {
             let mut request = pin!(drive(&mut **driver, &*config.on_notice, request(client)));
-            finish(
-                &mut request,
-                limit,
-                config.endpoint.cancel(&token, address, CANCEL_GRACE),
-            )
+            let grace = if cancel { CANCEL_GRACE } else { Duration::ZERO };
+            finish(&mut request, limit, grace, async {
+                if cancel {
+                    config.endpoint.cancel(&token, address, CANCEL_GRACE).await;
+                }
+            })
             .await
         });
         self.after(outcome)
@@ -568,12 +603,13 @@ impl Drop for Session {
     }
 }
 
-/// Awaits `request` for `limit`; then sends `cancel` and awaits it [`CANCEL_GRACE`] more.
+/// Awaits `request` for `limit`; then sends `cancel` and awaits it `grace` more.
 async fn finish<T>(
     request: &mut std::pin::Pin<
         &mut impl Future<Output = Result<Result<T, tokio_postgres::Error>, Broken>>,
     >,
     limit: Duration,
+    grace: Duration,
     cancel: impl Future<Output = ()>,
 ) -> Result<T, Trouble> {
     let answered = match tokio::time::timeout(limit, request.as_mut()).await {
@@ -587,14 +623,12 @@ async fn finish<T>(
                 }
                 request.as_mut().poll(cx)
             });
-            match tokio::time::timeout(CANCEL_GRACE, late).await {
+            match tokio::time::timeout(grace, late).await {
                 Ok(answer) => answer,
                 Err(_) => {
                     return Err(Trouble::new(
                         Kind::Timeout,
-                        format!(
-                            "no answer within {limit:?}, nor to a cancel request within {CANCEL_GRACE:?}"
-                        ),
+                        format!("no answer within {:?}", limit + grace),
                     )
                     .maybe_done())
                 }

@@ -80,7 +80,24 @@ impl Trouble {
 
     /// A failure of a statement on an open session.
     pub fn from_statement(error: &tokio_postgres::Error) -> Trouble {
-        Trouble::new(classify(error), crate::error::chain(error))
+        let text = crate::error::chain(error);
+        // pgbouncer in statement mode refuses transactions, and closes the connection.
+        if text.contains("transaction blocks not allowed") {
+            return Trouble::new(
+                Kind::Refused,
+                format!(
+                    "{text}; pglog creates its table in a transaction: create the table \
+                     beforehand, or use transaction pooling"
+                ),
+            );
+        }
+        Trouble::new(classify(error), text)
+    }
+
+    /// The same failure, known not to have written anything (it came before the write).
+    pub fn not_done(mut self) -> Trouble {
+        self.maybe_done = false;
+        self
     }
 
     /// The operator's notice: what happened to what, and what to change.
@@ -101,7 +118,8 @@ impl Trouble {
             Kind::Lost => format!("lost the connection to {target}: {detail}"),
             Kind::Timeout => format!(
                 "writing to {table} on {target} took longer than the statement timeout \
-                 ({detail}); is the table locked, or the server stuck?"
+                 ({detail}); is the table locked, the server stuck, or the load more than it \
+                 can take?"
             ),
             Kind::Permission => format!(
                 "no permission to write to {table} on {target}: {detail}; grant INSERT on it to \

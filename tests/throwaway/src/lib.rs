@@ -96,6 +96,17 @@ alive() {
     return 0
 }
 while alive; do sleep 0.2; done
+# A test that froze the server (SIGSTOP) and died before thawing it: resume every process
+# first, or the stop below would wait for them forever.
+pm=$(head -n 1 "$data/postmaster.pid" 2>/dev/null)
+if [ -n "$pm" ]; then
+    kill -CONT "$pm" 2>/dev/null
+    for stat in /proc/[0-9]*/stat; do
+        read -r line < "$stat" 2>/dev/null || continue
+        set -- $line
+        [ "$4" = "$pm" ] && kill -CONT "$1" 2>/dev/null
+    done
+fi
 if [ -f "$data/postmaster.pid" ]; then
     if [ -n "$user" ]; then
         "$runuser" -u "$user" -- "$pg_ctl" -D "$data" -m immediate -w -t 30 stop
@@ -609,6 +620,8 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // A frozen server (see `freeze`) would not stop.
+        let _ = self.thaw();
         if self.data_dir.join("postmaster.pid").exists() {
             let _ = self.pg_ctl_stop("immediate").output();
         }
