@@ -1,11 +1,12 @@
 //! Setting pglog up: [`Builder`] and [`init`].
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use log::LevelFilter;
 
+use crate::bounds;
 use crate::config::{self, Config, Lookup};
 use crate::dsn::{self, Resolved};
 use crate::fallback::{self, RateLimit};
@@ -89,6 +90,7 @@ pub struct Builder {
     synchronous_commit: bool,
     echo: LevelFilter,
     flush_on_signal: bool,
+    max_event_bytes: usize,
     /// Made by [`Builder::discover`]: the environment overrides the builder when it is
     /// built, and libpq's variables fill what the DSN leaves out.
     discovered: bool,
@@ -123,6 +125,7 @@ impl Builder {
             synchronous_commit: true,
             echo: LevelFilter::Off,
             flush_on_signal: false,
+            max_event_bytes: crate::render::DEFAULT_MAX_EVENT_BYTES,
             batch: false,
             batch_settings: BatchSettings {
                 capacity: 10_000,
@@ -236,6 +239,15 @@ impl Builder {
         self
     }
 
+    /// The most bytes kept of a message, and of each key-value (default 4 MiB): a longer
+    /// one keeps its head and a note of its whole size (`… [N bytes; cut at
+    /// max_event_bytes]`). One huge event then costs its write no more than any other,
+    /// and cannot hold up the table (or memory) for the events after it.
+    pub fn max_event_bytes(mut self, bytes: usize) -> Builder {
+        self.max_event_bytes = bytes;
+        self
+    }
+
     /// On SIGTERM or SIGINT, write what batch mode holds (waiting at most the flush
     /// timeout; what cannot be written goes to stderr), then let the signal end the
     /// process as it would have (default `false`). Needs the `signals` cargo feature.
@@ -331,6 +343,7 @@ impl Builder {
             synchronous_commit,
             echo,
             flush_on_signal,
+            max_event_bytes,
         } = config;
         let ms = |v: std::num::NonZeroU64| Duration::from_millis(v.get());
         self.enable_postgres = enable_postgres.unwrap_or(self.enable_postgres);
@@ -368,6 +381,7 @@ impl Builder {
         self.synchronous_commit = synchronous_commit.unwrap_or(self.synchronous_commit);
         self.echo = echo.unwrap_or(self.echo);
         self.flush_on_signal = flush_on_signal.unwrap_or(self.flush_on_signal);
+        self.max_event_bytes = max_event_bytes.map_or(self.max_event_bytes, |v| v.get());
         self
     }
 
@@ -527,32 +541,38 @@ impl Builder {
         builder.build_in(env)
     }
 
-    /// Builds with `env` as the environment: all of `build` but reading the environment.
-    fn build_in(self, env: Lookup<'_>) -> Result<(Logger, Guard), Error> {
-        let table = Table::new(&self.table)?;
-        if self.pool_size == 0 {
-            return Err(Error::config("pool_size", "must be at least 1"));
-        }
-        if self.batch_settings.capacity == 0 {
-            return Err(Error::config("queue_capacity", "must be at least 1"));
-        }
-        if self.batch_settings.batch_size == 0 {
-            return Err(Error::config("batch_size", "must be at least 1"));
-        }
-        if self.batch_settings.queue_bytes == 0 {
-            return Err(Error::config("queue_bytes", "must be at least 1"));
-        }
+    /// Every numeric setting within its range (see [`crate::bounds`]).
+    fn check_bounds(&self) -> Result<(), Error> {
+        let b = &self.batch_settings;
+        let size = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        bounds::check("pool_size", u64::from(self.pool_size))?;
+        bounds::check("queue_capacity", size(b.capacity))?;
+        bounds::check("queue_bytes", size(b.queue_bytes))?;
+        bounds::check("batch_size", size(b.batch_size))?;
+        bounds::check("max_event_bytes", size(self.max_event_bytes))?;
         for (key, value) in [
             ("pool_wait", self.pool_wait),
             ("connect_timeout", self.connect_timeout),
             ("statement_timeout", self.statement_timeout),
             ("idle_timeout", self.idle_timeout),
-            ("flush_timeout", self.batch_settings.flush_timeout),
+            ("flush_interval", b.flush_interval),
+            ("flush_timeout", b.flush_timeout),
         ] {
-            if value.is_zero() {
-                return Err(Error::config(key, "must be longer than zero"));
-            }
+            bounds::check_duration(key, value)?;
         }
+        if b.flush_timeout.is_zero() {
+            return Err(Error::config("flush_timeout", "must be longer than zero"));
+        }
+        if let Overflow::Block(wait) = b.overflow {
+            bounds::check_duration("overflow_wait", wait)?;
+        }
+        Ok(())
+    }
+
+    /// Builds with `env` as the environment: all of `build` but reading the environment.
+    fn build_in(self, env: Lookup<'_>) -> Result<(Logger, Guard), Error> {
+        let table = Table::new(&self.table)?;
+        self.check_bounds()?;
         let filter = config::build_filter(self.level, self.filters.as_deref())
             .map_err(|why| Error::config("filters", why))?;
         if self.flush_on_signal && cfg!(not(feature = "signals")) {
@@ -572,6 +592,8 @@ impl Builder {
             counters,
             panic_notice: RateLimit::new(Duration::from_secs(30)),
             echo: self.echo,
+            max_event_bytes: self.max_event_bytes,
+            recursion_notice: RateLimit::new(Duration::MAX),
         });
         #[cfg(feature = "signals")]
         if self.flush_on_signal {
@@ -667,11 +689,37 @@ impl Builder {
     /// # Ok::<(), pglog::Error>(())
     /// ```
     pub fn try_init(self) -> Result<Guard, Error> {
+        // Claim the global logger first: building connects, creates the table and may
+        // print notices, none of which a logger that cannot be installed should do.
+        let slot = Arc::new(OnceLock::new());
+        log::set_boxed_logger(Box::new(Handoff(Arc::clone(&slot))))?;
         let (logger, guard) = self.build()?;
-        let max = logger.filter();
-        log::set_boxed_logger(Box::new(logger))?;
-        log::set_max_level(max);
+        log::set_max_level(logger.filter());
+        let _ = slot.set(logger);
         Ok(guard)
+    }
+}
+
+/// The global logger [`Builder::try_init`] installs before it builds the real one, and
+/// hands records to once it is built. Until then (or if building fails) the maximum level
+/// stays off, so no record reaches it.
+struct Handoff(Arc<OnceLock<Logger>>);
+
+impl log::Log for Handoff {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.0.get().is_some_and(|logger| logger.enabled(metadata))
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if let Some(logger) = self.0.get() {
+            logger.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        if let Some(logger) = self.0.get() {
+            logger.flush();
+        }
     }
 }
 
@@ -707,6 +755,7 @@ impl std::fmt::Debug for Builder {
             .field("synchronous_commit", &self.synchronous_commit)
             .field("echo", &self.echo)
             .field("flush_on_signal", &self.flush_on_signal)
+            .field("max_event_bytes", &self.max_event_bytes)
             .field("batch", &self.batch)
             .field("batch_settings", &self.batch_settings)
             .field("discovered", &self.discovered)
@@ -738,16 +787,71 @@ mod tests {
         let err = |b: Builder| b.build_in(&no_env).map(drop).unwrap_err().to_string();
         assert_eq!(
             err(Builder::new().pool_size(0)),
-            "invalid pglog setting `pool_size`: must be at least 1"
+            "invalid pglog setting `pool_size`: 0 is out of range; use 1 to 1000"
         );
         assert_eq!(
             err(Builder::new().statement_timeout(Duration::ZERO)),
-            "invalid pglog setting `statement_timeout`: must be longer than zero"
+            "invalid pglog setting `statement_timeout`: 0ns is out of range; use 10 to 3600000 ms"
         );
         assert!(err(Builder::new().table("")).starts_with("invalid pglog setting `table`"));
         assert!(err(Builder::new().dsn("postgresql://x:y@h:port/db"))
             .starts_with("invalid pglog setting `dsn`"));
         assert!(err(Builder::new().filters("a=b=c")).starts_with("invalid pglog setting `filters`"));
+    }
+
+    #[test]
+    fn settings_that_would_crash_are_refused_with_their_range() {
+        let err = |b: Builder| b.build_in(&no_env).map(drop).unwrap_err().to_string();
+        for (builder, key) in [
+            (
+                Builder::new().queue_capacity(1_000_000_000),
+                "queue_capacity",
+            ),
+            (
+                Builder::new().queue_capacity(usize::MAX / 2),
+                "queue_capacity",
+            ),
+            (Builder::new().batch_size(1_000_000_000), "batch_size"),
+            (Builder::new().batch_size(usize::MAX / 2), "batch_size"),
+            (Builder::new().queue_bytes(usize::MAX), "queue_bytes"),
+            (
+                Builder::new().flush_interval(Duration::MAX),
+                "flush_interval",
+            ),
+            (Builder::new().flush_timeout(Duration::MAX), "flush_timeout"),
+            (Builder::new().pool_wait(Duration::MAX), "pool_wait"),
+            (
+                Builder::new().connect_timeout(Duration::MAX),
+                "connect_timeout",
+            ),
+            (
+                Builder::new().statement_timeout(Duration::MAX),
+                "statement_timeout",
+            ),
+            (Builder::new().idle_timeout(Duration::MAX), "idle_timeout"),
+            (
+                Builder::new().overflow(Overflow::Block(Duration::MAX)),
+                "overflow_wait",
+            ),
+            (Builder::new().pool_size(u32::MAX), "pool_size"),
+            (
+                Builder::new().max_event_bytes(usize::MAX),
+                "max_event_bytes",
+            ),
+        ] {
+            let message = err(builder.enable_postgres(false));
+            assert!(
+                message.starts_with(&format!("invalid pglog setting `{key}`"))
+                    && message.contains(" to "),
+                "{message}"
+            );
+        }
+        // The smallest flush timeout is allowed: nothing then waits for the writer.
+        assert!(Builder::new()
+            .enable_postgres(false)
+            .flush_timeout(Duration::from_nanos(1))
+            .build_in(&no_env)
+            .is_ok());
     }
 
     #[test]
@@ -779,11 +883,13 @@ mod tests {
             synchronous_commit: Some(false),
             echo: Some(LevelFilter::Error),
             flush_on_signal: Some(true),
+            max_event_bytes: NonZeroUsize::new(5000),
         };
         let b = Builder::from_config(c);
         assert!(!b.synchronous_commit);
         assert_eq!(b.echo, LevelFilter::Error);
         assert!(b.flush_on_signal);
+        assert_eq!(b.max_event_bytes, 5000);
         assert!(!b.enable_postgres && !b.create_table && b.require_database);
         assert_eq!(b.dsn.as_deref(), Some("host=h"));
         assert_eq!(b.table, "t");

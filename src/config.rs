@@ -144,6 +144,8 @@ pub struct Config {
     /// On SIGTERM or SIGINT, write what batch mode holds before the process ends
     /// (default `false`; needs the `signals` cargo feature).
     pub flush_on_signal: Option<bool>,
+    /// The most bytes kept of a message, and of each key-value (default 4 MiB).
+    pub max_event_bytes: Option<NonZeroUsize>,
 }
 
 impl Config {
@@ -230,6 +232,7 @@ impl Config {
     /// | `synchronous_commit` | `PGLOG_SYNCHRONOUS_COMMIT` | |
     /// | `echo` | `PGLOG_ECHO` | |
     /// | `flush_on_signal` | `PGLOG_FLUSH_ON_SIGNAL` | |
+    /// | `max_event_bytes` | `PGLOG_MAX_EVENT_BYTES` | |
     ///
     /// When both a `PGLOG_*` and a `STOGGER_*` variable are set, the `PGLOG_*` one wins.
     /// Booleans are `1`, `true`, `yes`, `on` or `0`, `false`, `no`, `off`, in any case.
@@ -294,6 +297,7 @@ impl Config {
             synchronous_commit: over.synchronous_commit.or(self.synchronous_commit),
             echo: over.echo.or(self.echo),
             flush_on_signal: over.flush_on_signal.or(self.flush_on_signal),
+            max_event_bytes: over.max_event_bytes.or(self.max_event_bytes),
         }
     }
 }
@@ -328,6 +332,7 @@ impl fmt::Debug for Config {
             .field("synchronous_commit", &self.synchronous_commit)
             .field("echo", &self.echo)
             .field("flush_on_signal", &self.flush_on_signal)
+            .field("max_event_bytes", &self.max_event_bytes)
             .finish()
     }
 }
@@ -570,6 +575,18 @@ fn parse_non_zero<T: FromStr>(text: &str) -> Result<T, String> {
         .map_err(|_| "expected a whole number greater than zero".to_owned())
 }
 
+/// A whole number within the range of the setting `bound` (see [`crate::bounds`]).
+fn parse_bounded<T: FromStr>(bound: &'static str) -> impl Fn(&str) -> Result<T, String> {
+    move |text| {
+        let value: u64 = text
+            .trim()
+            .parse()
+            .map_err(|_| format!("expected a whole number, {}", crate::bounds::range(bound)))?;
+        crate::bounds::check_value(bound, value)?;
+        parse_non_zero(text)
+    }
+}
+
 // --- the environment --------------------------------------------------------------------
 
 /// The settings the environment gives, through `env`.
@@ -593,22 +610,30 @@ pub(crate) fn from_lookup(env: Lookup<'_>) -> Result<Config, Error> {
             &["PGLOG_REQUIRE_DATABASE"],
             parse_bool,
         )?,
-        pool_size: vars.parsed("pool_size", &["PGLOG_POOL_SIZE"], parse_non_zero)?,
-        pool_wait_ms: vars.parsed("pool_wait_ms", &["PGLOG_POOL_WAIT_MS"], parse_non_zero)?,
+        pool_size: vars.parsed(
+            "pool_size",
+            &["PGLOG_POOL_SIZE"],
+            parse_bounded("pool_size"),
+        )?,
+        pool_wait_ms: vars.parsed(
+            "pool_wait_ms",
+            &["PGLOG_POOL_WAIT_MS"],
+            parse_bounded("pool_wait"),
+        )?,
         connect_timeout_ms: vars.parsed(
             "connect_timeout_ms",
             &["PGLOG_CONNECT_TIMEOUT_MS"],
-            parse_non_zero,
+            parse_bounded("connect_timeout"),
         )?,
         statement_timeout_ms: vars.parsed(
             "statement_timeout_ms",
             &["PGLOG_STATEMENT_TIMEOUT_MS"],
-            parse_non_zero,
+            parse_bounded("statement_timeout"),
         )?,
         idle_timeout_ms: vars.parsed(
             "idle_timeout_ms",
             &["PGLOG_IDLE_TIMEOUT_MS"],
-            parse_non_zero,
+            parse_bounded("idle_timeout"),
         )?,
         prepared_statements: vars.parsed(
             "prepared_statements",
@@ -617,25 +642,37 @@ pub(crate) fn from_lookup(env: Lookup<'_>) -> Result<Config, Error> {
         )?,
         root_cert: vars.text(&["PGLOG_SSLROOTCERT"]).map(PathBuf::from),
         batch: vars.parsed("batch", &["PGLOG_BATCH"], parse_bool)?,
-        queue_capacity: vars.parsed("queue_capacity", &["PGLOG_QUEUE_CAPACITY"], parse_non_zero)?,
-        queue_bytes: vars.parsed("queue_bytes", &["PGLOG_QUEUE_BYTES"], parse_non_zero)?,
-        batch_size: vars.parsed("batch_size", &["PGLOG_BATCH_SIZE"], parse_non_zero)?,
+        queue_capacity: vars.parsed(
+            "queue_capacity",
+            &["PGLOG_QUEUE_CAPACITY"],
+            parse_bounded("queue_capacity"),
+        )?,
+        queue_bytes: vars.parsed(
+            "queue_bytes",
+            &["PGLOG_QUEUE_BYTES"],
+            parse_bounded("queue_bytes"),
+        )?,
+        batch_size: vars.parsed(
+            "batch_size",
+            &["PGLOG_BATCH_SIZE"],
+            parse_bounded("batch_size"),
+        )?,
         flush_interval_ms: vars.parsed(
             "flush_interval_ms",
             &["PGLOG_FLUSH_INTERVAL_MS"],
-            parse_non_zero,
+            parse_bounded("flush_interval"),
         )?,
         overflow: vars.parsed("overflow", &["PGLOG_OVERFLOW"], parse_overflow)?,
         overflow_wait_ms: vars.parsed(
             "overflow_wait_ms",
             &["PGLOG_OVERFLOW_WAIT_MS"],
-            parse_non_zero,
+            parse_bounded("overflow_wait"),
         )?,
         flush_level: vars.parsed("flush_level", &["PGLOG_FLUSH_LEVEL"], parse_level)?,
         flush_timeout_ms: vars.parsed(
             "flush_timeout_ms",
             &["PGLOG_FLUSH_TIMEOUT_MS"],
-            parse_non_zero,
+            parse_bounded("flush_timeout"),
         )?,
         synchronous_commit: vars.parsed(
             "synchronous_commit",
@@ -644,6 +681,11 @@ pub(crate) fn from_lookup(env: Lookup<'_>) -> Result<Config, Error> {
         )?,
         echo: vars.parsed("echo", &["PGLOG_ECHO"], parse_level)?,
         flush_on_signal: vars.parsed("flush_on_signal", &["PGLOG_FLUSH_ON_SIGNAL"], parse_bool)?,
+        max_event_bytes: vars.parsed(
+            "max_event_bytes",
+            &["PGLOG_MAX_EVENT_BYTES"],
+            parse_bounded("max_event_bytes"),
+        )?,
     })
 }
 
@@ -753,6 +795,7 @@ pub(crate) mod tests {
             synchronous_commit = false
             echo = "warn"
             flush_on_signal = true
+            max_event_bytes = 2048
             "#,
         )
         .unwrap();
@@ -785,6 +828,7 @@ pub(crate) mod tests {
         want.synchronous_commit = Some(false);
         want.echo = Some(LevelFilter::Warn);
         want.flush_on_signal = Some(true);
+        want.max_event_bytes = NonZeroUsize::new(2048);
         assert_eq!(c, want);
     }
 
@@ -871,6 +915,7 @@ pub(crate) mod tests {
             ("PGLOG_SYNCHRONOUS_COMMIT", "off"),
             ("PGLOG_ECHO", "error"),
             ("PGLOG_FLUSH_ON_SIGNAL", "1"),
+            ("PGLOG_MAX_EVENT_BYTES", "4096"),
         ]))
         .unwrap();
         assert_eq!(c.dsn.as_deref(), Some("host=pglog"));
@@ -899,6 +944,7 @@ pub(crate) mod tests {
         assert_eq!(c.synchronous_commit, Some(false));
         assert_eq!(c.echo, Some(LevelFilter::Error));
         assert_eq!(c.flush_on_signal, Some(true));
+        assert_eq!(c.max_event_bytes, NonZeroUsize::new(4096));
         let both = from_lookup(&env(&[
             ("STOGGER_ENABLE_POSTGRES", "1"),
             ("PGLOG_ENABLE", "false"),
@@ -922,6 +968,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn out_of_range_variables_name_the_variable_and_the_range() {
+        for (name, value, range) in [
+            ("PGLOG_QUEUE_CAPACITY", "1000000000", "1 to 10000000"),
+            ("PGLOG_BATCH_SIZE", "9223372036854775807", "1 to 100000"),
+            (
+                "PGLOG_FLUSH_INTERVAL_MS",
+                "18446744073709551615",
+                "1 to 3600000 ms",
+            ),
+            ("PGLOG_STATEMENT_TIMEOUT_MS", "1", "10 to 3600000 ms"),
+            (
+                "PGLOG_QUEUE_BYTES",
+                "99999999999999",
+                "1024 to 17179869184 bytes",
+            ),
+        ] {
+            let err = from_lookup(&env(&[(name, value)])).unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains(range), "{name}: {err}");
+        }
+    }
+
+    #[test]
     fn malformed_variables_name_the_variable_and_what_is_accepted() {
         let err = |pairs: &[(&str, &str)]| from_lookup(&env(pairs)).unwrap_err().to_string();
         assert_eq!(
@@ -931,7 +999,7 @@ pub(crate) mod tests {
         );
         assert_eq!(
             err(&[("PGLOG_POOL_SIZE", "0")]),
-            "invalid pglog setting `pool_size`: PGLOG_POOL_SIZE=`0`: expected a whole number greater than zero"
+            "invalid pglog setting `pool_size`: PGLOG_POOL_SIZE=`0`: 0 is out of range; use 1 to 1000"
         );
         assert!(err(&[("PGLOG_POOL_WAIT_MS", "1s")]).contains("PGLOG_POOL_WAIT_MS=`1s`"));
         assert!(err(&[("PGLOG_LEVEL", "verbose")]).contains("PGLOG_LEVEL=`verbose`"));

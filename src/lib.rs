@@ -72,6 +72,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+mod bounds;
 mod builder;
 mod config;
 mod dsn;

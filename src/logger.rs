@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use crate::fallback::{self, RateLimit};
-use crate::render::render;
+use crate::render::{render, render_capped};
 use crate::scope;
 use crate::sink::Sink;
 use crate::stats::{Counters, Stats};
@@ -30,6 +30,10 @@ pub(crate) struct Core {
     pub panic_notice: RateLimit,
     /// Events at or above this level are also written to stderr.
     pub echo: LevelFilter,
+    /// The message and each key-value are kept up to this many bytes.
+    pub max_event_bytes: usize,
+    /// Said once: records logged while pglog writes, below `warn`, are dropped.
+    pub recursion_notice: RateLimit,
 }
 
 impl Core {
@@ -70,11 +74,21 @@ impl Logger {
         self.core.stats()
     }
 
-    fn side_channel(&self, record: &Record<'_>, now: DateTime<Utc>) {
+    fn side_channel(&self, record: &Record<'_>, now: DateTime<Utc>, recursive: bool) {
         if record.level() <= Level::Warn {
             fallback::divert(&render(record, now), &self.core.counters);
-        } else {
-            Counters::add(&self.core.counters.dropped, 1);
+            return;
+        }
+        Counters::add(&self.core.counters.dropped, 1);
+        // The driver's own records are dropped by design (see the type's docs); a
+        // program's records logged while pglog writes deserve a word.
+        if recursive {
+            self.core.recursion_notice.notice(|| {
+                "records below warn logged while pglog is writing another (from a Display \
+                 impl, say) are dropped: they would recurse into the writer (counted in the \
+                 guard's stats as dropped)"
+                    .to_owned()
+            });
         }
     }
 }
@@ -95,19 +109,25 @@ fn is_driver(target: &str) -> bool {
     })
 }
 
-/// Marks this thread as writing until dropped, also when unwinding.
+/// Marks this thread as writing until dropped, also when unwinding. A thread-local read
+/// during the thread's teardown (a log call from another thread-local's destructor)
+/// may be gone: `try_with`, never `with`, which would panic and abort the process.
 struct Writing;
 
 impl Writing {
     fn enter() -> Writing {
-        WRITING.with(|w| w.set(true));
+        let _ = WRITING.try_with(|w| w.set(true));
         Writing
+    }
+
+    fn active() -> bool {
+        WRITING.try_with(Cell::get).unwrap_or(false)
     }
 }
 
 impl Drop for Writing {
     fn drop(&mut self) {
-        WRITING.with(|w| w.set(false));
+        let _ = WRITING.try_with(|w| w.set(false));
     }
 }
 
@@ -122,13 +142,45 @@ impl Log for Logger {
         }
         Counters::add(&self.core.counters.logged, 1);
         let now = Utc::now();
-        if is_driver(record.target()) || WRITING.with(Cell::get) {
-            self.side_channel(record, now);
+        // The last resort: nothing below may unwind out of a log call (an unwinding
+        // panic in a thread-local's destructor aborts the process). Every path below
+        // counts its event where it settles it; one that panics before is counted here.
+        let settled = catch_unwind(AssertUnwindSafe(|| self.log_inner(record, now)));
+        if settled.is_err() {
+            self.core.panic_notice.notice(|| {
+                "logging an event panicked inside pglog; it was written to stderr as far as it could be".to_owned()
+            });
+            let placeholder = Record::builder()
+                .args(format_args!("<event lost to a panic inside pglog>"))
+                .level(record.level())
+                .target(record.target())
+                .build();
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                fallback::divert(&render(&placeholder, now), &self.core.counters)
+            }));
+        }
+    }
+
+    fn flush(&self) {
+        self.core.sink.flush();
+    }
+}
+
+impl Logger {
+    fn log_inner(&self, record: &Record<'_>, now: DateTime<Utc>) {
+        if is_driver(record.target()) {
+            self.side_channel(record, now, false);
+            return;
+        }
+        if Writing::active() {
+            self.side_channel(record, now, true);
             return;
         }
         let _writing = Writing::enter();
         // Formatting runs user code (Display impls) that may panic; a log call must not.
-        let mut row = match catch_unwind(AssertUnwindSafe(|| render(record, now))) {
+        let max_bytes = self.core.max_event_bytes;
+        let mut row = match catch_unwind(AssertUnwindSafe(|| render_capped(record, now, max_bytes)))
+        {
             Ok(row) => row,
             Err(_) => {
                 self.core.panic_notice.notice(|| {
@@ -160,10 +212,6 @@ impl Log for Logger {
             row.echoed = true;
         }
         self.core.sink.write(row, &self.core.counters);
-    }
-
-    fn flush(&self) {
-        self.core.sink.flush();
     }
 }
 

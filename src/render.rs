@@ -14,6 +14,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use chrono::{DateTime, SubsecRound, Utc};
 use log::kv::{self, Key, Value, VisitSource};
 use log::{Level, Record};
+#[cfg(test)]
 use serde_json::{Map, Value as Json};
 
 /// Key-values that fill columns of their own instead of a `data` field.
@@ -31,6 +32,14 @@ pub(crate) const NUL_STANDIN: char = '\u{2400}';
 const FORMAT_ERROR: &str = "<formatting error>";
 /// Appended where a `Display` impl panicked.
 const FORMAT_PANIC: &str = "<formatting panicked>";
+/// The default per-event size limit: a message, and each key-value, is kept up to this
+/// many bytes (see [`Builder::max_event_bytes`](crate::Builder::max_event_bytes)).
+pub(crate) const DEFAULT_MAX_EVENT_BYTES: usize = 4 << 20;
+/// How non-finite floats are stored: as these strings (PostgreSQL's and JavaScript's
+/// spellings), since JSON has no such numbers and `null` would read as "no value".
+const NAN: &str = "NaN";
+const INFINITY: &str = "Infinity";
+const NEG_INFINITY: &str = "-Infinity";
 
 /// One event, ready to be written to the table or to the fallback.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +89,25 @@ impl Row {
     /// key-values, so that a caller's own `pid` wins (the last of duplicate keys wins in
     /// JSONB, as in [`Row::data`]).
     pub fn write_data(&self, out: &mut Vec<u8>) {
+        self.write_object(out, false);
+    }
+
+    /// The key-values of a readable line, as one JSON object: `func` and `scope` (which
+    /// have columns of their own in the table), then what [`write_data`](Row::write_data)
+    /// writes, as that text (numbers as exact as in the row).
+    pub fn write_line_fields(&self, out: &mut Vec<u8>) {
+        self.write_object(out, true);
+    }
+
+    /// What a readable line shows as the target: the record's target, else its module.
+    pub fn shown_target(&self) -> &str {
+        self.target
+            .as_deref()
+            .or(self.module.as_deref())
+            .unwrap_or("-")
+    }
+
+    fn write_object(&self, out: &mut Vec<u8>, columns: bool) {
         out.push(b'{');
         let mut first = true;
         let mut key = |out: &mut Vec<u8>, name: &str| {
@@ -89,6 +117,16 @@ impl Row {
             write_json(out, name);
             out.push(b':');
         };
+        if columns {
+            if let Some(func) = &self.func {
+                key(out, FUNC_KEY);
+                write_json(out, func);
+            }
+            if let Some(scope) = &self.scope {
+                key(out, SCOPE_KEY);
+                write_json(out, scope);
+            }
+        }
         if let Some(module) = &self.module {
             key(out, "code_module");
             write_json(out, module);
@@ -115,6 +153,7 @@ impl Row {
     }
 
     /// The `data` column as a map (duplicate keys: the last wins).
+    #[cfg(test)]
     pub fn data(&self) -> Map<String, Json> {
         let mut text = Vec::with_capacity(128 + self.fields.len());
         self.write_data(&mut text);
@@ -144,18 +183,25 @@ pub(crate) fn level_word(level: Level) -> &'static str {
     }
 }
 
-/// Renders `record` as it is logged at `now`.
+/// Renders `record` as it is logged at `now`, with the default size limit.
 pub(crate) fn render(record: &Record<'_>, now: DateTime<Utc>) -> Row {
+    render_capped(record, now, DEFAULT_MAX_EVENT_BYTES)
+}
+
+/// Renders `record` as it is logged at `now`; the message and each key-value are kept up
+/// to `max_bytes` (the head, and a note of the whole size).
+pub(crate) fn render_capped(record: &Record<'_>, now: DateTime<Utc>, max_bytes: usize) -> Row {
     let mut visitor = Fields {
         func: None,
         scope: None,
         fields: Vec::new(),
+        max_bytes,
     };
     // Our visitor never fails; a failing source just stops early with what it gave.
     let _ = record.key_values().visit(&mut visitor);
     let mut fields = visitor.fields;
 
-    let mut event = storable(message(record));
+    let mut event = storable(message(record, max_bytes));
     if event.len() > EVENT_MAX_BYTES {
         let cut = floor_char_boundary(&event, EVENT_MAX_BYTES);
         let head = format!(
@@ -194,26 +240,79 @@ pub(crate) fn render(record: &Record<'_>, now: DateTime<Utc>) -> Row {
     }
 }
 
-fn message(record: &Record<'_>) -> String {
+fn message(record: &Record<'_>, max_bytes: usize) -> String {
     let args = record.args();
     match args.as_str() {
-        Some(literal) => literal.to_owned(),
-        None => display(args),
+        Some(literal) if literal.len() <= max_bytes => literal.to_owned(),
+        _ => display_capped(args, max_bytes),
     }
 }
 
-/// Formats user values without ever panicking: `to_string` panics when a `Display`
-/// impl returns an error, and a `Display` impl may panic itself. What was written before
-/// the failure is kept, followed by a marker.
-fn display(value: &dyn std::fmt::Display) -> String {
+/// Formats a user value without ever panicking (`to_string` panics when a `Display` impl
+/// returns an error, and an impl may panic itself): what was written before a failure is
+/// kept, followed by a marker. At most `max_bytes` of the text are kept (memory stays
+/// bounded whatever its length), with a note of the whole length after a cut one.
+fn display_capped(value: &dyn std::fmt::Display, max_bytes: usize) -> String {
     use std::fmt::Write;
-    let mut text = String::new();
-    match catch_unwind(AssertUnwindSafe(|| write!(text, "{value}"))) {
+    let mut capped = Capped {
+        text: String::new(),
+        max_bytes,
+        total: 0,
+    };
+    match catch_unwind(AssertUnwindSafe(|| write!(capped, "{value}"))) {
         Ok(Ok(())) => {}
-        Ok(Err(_)) => text.push_str(FORMAT_ERROR),
-        Err(_) => text.push_str(FORMAT_PANIC),
+        Ok(Err(_)) => capped.text.push_str(FORMAT_ERROR),
+        Err(_) => capped.text.push_str(FORMAT_PANIC),
     }
-    text
+    if capped.total > max_bytes {
+        let total = capped.total;
+        capped.text.push_str(&cut_note(total));
+    }
+    capped.text
+}
+
+/// What follows a cut value: `… [N bytes; cut at max_event_bytes]`.
+fn cut_note(total: usize) -> String {
+    format!("… [{total} bytes; cut at max_event_bytes]")
+}
+
+/// A text sink that keeps its first `max_bytes` and counts the rest.
+struct Capped {
+    text: String,
+    max_bytes: usize,
+    total: usize,
+}
+
+impl std::fmt::Write for Capped {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.total = self.total.saturating_add(s.len());
+        let room = self.max_bytes.saturating_sub(self.text.len());
+        if room > 0 {
+            self.text.push_str(&s[..floor_char_boundary(s, room)]);
+        }
+        Ok(())
+    }
+}
+
+/// A byte sink that keeps its first `max_bytes` and counts the rest.
+struct CappedBytes<'a> {
+    out: &'a mut Vec<u8>,
+    room: usize,
+    total: usize,
+}
+
+impl std::io::Write for CappedBytes<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.total = self.total.saturating_add(buf.len());
+        let keep = buf.len().min(self.room);
+        self.out.extend_from_slice(&buf[..keep]);
+        self.room -= keep;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Replaces NUL, which PostgreSQL cannot store in text, by a visible stand-in.
@@ -233,45 +332,40 @@ fn storable_cow(text: Cow<'static, str>) -> Cow<'static, str> {
     }
 }
 
-/// JSON escapes NUL as `\u0000`, which JSONB rejects. Such fields are rare: re-parse
-/// them and replace NUL in every key and string.
+/// JSON escapes NUL as `\u0000`, which JSONB rejects: replace each such escape by the
+/// stand-in, reading the JSON text's escapes so that an escaped backslash followed by
+/// `u0000` (the text `\u0000` in a value) is left alone. Works at any depth, without
+/// parsing.
 fn storable_fields(fields: Vec<u8>) -> Vec<u8> {
-    if !fields.windows(6).any(|w| w == b"\\u0000") {
+    const NUL_ESCAPE: &[u8] = b"\\u0000";
+    if !fields.windows(NUL_ESCAPE.len()).any(|w| w == NUL_ESCAPE) {
         return fields;
     }
-    let mut object = Vec::with_capacity(fields.len() + 2);
-    object.push(b'{');
-    object.extend_from_slice(&fields);
-    object.push(b'}');
-    match serde_json::from_slice::<Json>(&object) {
-        Ok(Json::Object(map)) => {
-            let mut clean = Vec::with_capacity(fields.len());
-            for (key, value) in storable_map(map) {
-                push_member(&mut clean, &key, &value);
-            }
-            clean
+    let mut standin = [0u8; 4];
+    let standin = NUL_STANDIN.encode_utf8(&mut standin).as_bytes();
+    let mut clean = Vec::with_capacity(fields.len());
+    let mut i = 0;
+    while i < fields.len() {
+        if fields[i] != b'\\' {
+            clean.push(fields[i]);
+            i += 1;
+            continue;
         }
-        // Too deep to parse: a literal `\u0000` the server would reject is less bad
-        // as visible text than as a lost event.
-        _ => String::from_utf8_lossy(&fields)
-            .replace("\\u0000", "\u{2400}")
-            .into_bytes(),
+        // An escape: `\uXXXX` is six bytes, any other two.
+        let len = if fields.get(i + 1) == Some(&b'u') {
+            6
+        } else {
+            2
+        };
+        let escape = &fields[i..(i + len).min(fields.len())];
+        if escape == NUL_ESCAPE {
+            clean.extend_from_slice(standin);
+        } else {
+            clean.extend_from_slice(escape);
+        }
+        i += len;
     }
-}
-
-fn storable_map(map: Map<String, Json>) -> Map<String, Json> {
-    map.into_iter()
-        .map(|(k, v)| (storable(k), storable_json(v)))
-        .collect()
-}
-
-fn storable_json(value: Json) -> Json {
-    match value {
-        Json::String(s) => Json::String(storable(s)),
-        Json::Array(items) => Json::Array(items.into_iter().map(storable_json).collect()),
-        Json::Object(map) => Json::Object(storable_map(map)),
-        other => other,
-    }
+    clean
 }
 
 /// The largest index `<= max` that starts a character (`str::floor_char_boundary` is
@@ -310,40 +404,97 @@ struct Fields {
     func: Option<String>,
     scope: Option<String>,
     fields: Vec<u8>,
+    max_bytes: usize,
 }
 
 impl<'kvs> VisitSource<'kvs> for Fields {
     fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), kv::Error> {
         match key.as_str() {
-            FUNC_KEY => self.func = Some(text(&value)),
-            SCOPE_KEY => self.scope = Some(text(&value)),
-            other => push_value(&mut self.fields, other, &value),
+            FUNC_KEY => self.func = Some(text(&value, self.max_bytes)),
+            SCOPE_KEY => self.scope = Some(text(&value, self.max_bytes)),
+            other => push_value(&mut self.fields, other, &value, self.max_bytes),
         }
         Ok(())
     }
 }
 
-fn text(value: &Value<'_>) -> String {
+fn text(value: &Value<'_>, max_bytes: usize) -> String {
     match value.to_borrowed_str() {
-        Some(s) => s.to_owned(),
-        None => display(value),
+        Some(s) if s.len() <= max_bytes => s.to_owned(),
+        _ => display_capped(value, max_bytes),
     }
 }
 
-/// Appends `"key":<value>`, keeping the value's JSON type; a value that cannot be
-/// serialized is stored as its text.
-fn push_value(fields: &mut Vec<u8>, key: &str, value: &Value<'_>) {
+/// Appends `"key":<value>`, keeping the value's JSON type (a non-finite float as the
+/// string `NaN`, `Infinity` or `-Infinity`); a value longer than `max_bytes` as JSON is
+/// kept as the head of that text and a note of its size.
+///
+/// The value is formatted once: a `Display` impl that fails (serde_json panics when one
+/// returns an error) leaves what it wrote, followed by a marker, and is not run again.
+fn push_value(fields: &mut Vec<u8>, key: &str, value: &Value<'_>, max_bytes: usize) {
     push_key(fields, key);
-    let mark = fields.len();
-    // serde_json panics (rather than erring) when a `Display` impl returns an error;
-    // contain it here so that one bad value does not cost the whole event.
-    let written = catch_unwind(AssertUnwindSafe(|| {
-        serde_json::to_writer(&mut *fields, value)
-    }));
-    if !matches!(written, Ok(Ok(()))) {
-        fields.truncate(mark);
-        write_json(fields, &display(value));
+    if let Some(float) = value.to_f64().filter(|f| !f.is_finite()) {
+        let name = match float {
+            f if f.is_nan() => NAN,
+            f if f > 0.0 => INFINITY,
+            _ => NEG_INFINITY,
+        };
+        write_json(fields, name);
+        return;
     }
+    let mark = fields.len();
+    let (written, total) = {
+        let mut sink = CappedBytes {
+            out: &mut *fields,
+            room: max_bytes,
+            total: 0,
+        };
+        let written = catch_unwind(AssertUnwindSafe(|| serde_json::to_writer(&mut sink, value)));
+        (written, sink.total)
+    };
+    match written {
+        Ok(Ok(())) if total <= max_bytes => {}
+        Ok(Ok(())) => {
+            // Too big: keep the head of its JSON text, as a string.
+            let head = String::from_utf8_lossy(&fields[mark..]).into_owned();
+            fields.truncate(mark);
+            let cut = floor_char_boundary(&head, max_bytes);
+            write_json(fields, &format!("{}{}", &head[..cut], cut_note(total)));
+        }
+        failed => {
+            // What the `Display` impl wrote is there, as the start of a JSON string.
+            let marker = match failed {
+                Err(payload) if !is_serde_json_display_error(&*payload) => FORMAT_PANIC,
+                _ => FORMAT_ERROR,
+            };
+            // (Unless it was cut at the size limit, possibly inside an escape.)
+            let partial = (total <= max_bytes)
+                .then(|| fields[mark..].strip_prefix(b"\"").map(<[u8]>::to_vec))
+                .flatten();
+            fields.truncate(mark);
+            match partial.and_then(|p| String::from_utf8(p).ok()) {
+                Some(escaped) => {
+                    fields.push(b'"');
+                    fields.extend_from_slice(escaped.as_bytes());
+                    // The marker needs no escaping.
+                    fields.extend_from_slice(marker.as_bytes());
+                    fields.push(b'"');
+                }
+                None => write_json(fields, marker),
+            }
+        }
+    }
+}
+
+/// serde_json turns a `Display` impl's error into this panic; any other payload is the
+/// impl's own panic.
+fn is_serde_json_display_error(payload: &(dyn std::any::Any + Send)) -> bool {
+    payload
+        .downcast_ref::<&str>()
+        .is_some_and(|m| m.contains("there should be an error"))
+        || payload
+            .downcast_ref::<String>()
+            .is_some_and(|m| m.contains("there should be an error"))
 }
 
 #[cfg(test)]
@@ -578,5 +729,99 @@ mod tests {
     fn literal_messages_are_not_reformatted() {
         let record = Record::builder().args(format_args!("plain")).build();
         assert_eq!(render(&record, at()).event, "plain");
+    }
+
+    #[test]
+    fn nul_is_cleaned_at_any_depth_and_the_text_backslash_u0000_is_left_alone() {
+        // Deeper than serde_json parses, holding both a NUL and the six characters
+        // `\u0000` (which JSON writes as `\\u0000`).
+        let deep = (0..200).fold(
+            serde_json::json!(["a\0b", "c\\u0000d"]),
+            |inner, _| serde_json::json!({ "n": inner }),
+        );
+        let row = render_kvs(&[("deep", Value::from_serde(&deep))]);
+        let mut text = Vec::new();
+        row.write_data(&mut text);
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("a\u{2400}b"), "NUL became the stand-in");
+        assert!(
+            text.contains("c\\\\u0000d"),
+            "the literal text was kept: {}",
+            &text[text.len() - 80..]
+        );
+        assert!(!text.contains("a\\u0000b"));
+    }
+
+    #[test]
+    fn non_finite_numbers_stay_distinguishable() {
+        let row = render_kvs(&[
+            ("nan", f64::NAN.to_value()),
+            ("inf", f64::INFINITY.to_value()),
+            ("neg", f64::NEG_INFINITY.to_value()),
+            ("f32", f32::NAN.to_value()),
+            ("fine", 1.5f64.to_value()),
+        ]);
+        let data = row.data();
+        assert_eq!(data["nan"], "NaN");
+        assert_eq!(data["inf"], "Infinity");
+        assert_eq!(data["neg"], "-Infinity");
+        assert_eq!(data["f32"], "NaN");
+        assert_eq!(data["fine"], 1.5);
+    }
+
+    #[test]
+    fn big_messages_and_values_keep_their_head_and_their_size() {
+        let big = "m".repeat(10_000);
+        let value = "v".repeat(10_000);
+        let kvs = [("k", value.as_str().to_value())];
+        let row = render_capped(
+            &Record::builder()
+                .args(format_args!("{big}"))
+                .key_values(&kvs)
+                .build(),
+            at(),
+            1_000,
+        );
+        let data = row.data();
+        // Cut to 1,000 bytes, the message now fits the indexed column whole.
+        assert!(!data.contains_key(EVENT_FULL_KEY));
+        assert!(
+            row.event.starts_with(&"m".repeat(1_000)),
+            "the head of the message"
+        );
+        assert!(
+            row.event
+                .ends_with("… [10000 bytes; cut at max_event_bytes]"),
+            "{}",
+            &row.event[990..]
+        );
+        let k = data["k"].as_str().unwrap();
+        assert!(k.starts_with("\"vvvv"), "the head of the value's JSON text");
+        assert!(
+            k.ends_with("… [10002 bytes; cut at max_event_bytes]"),
+            "{k:.40}"
+        );
+        assert!(
+            row.weight() < 10_000,
+            "and memory stays small: {}",
+            row.weight()
+        );
+    }
+
+    #[test]
+    fn a_failing_display_is_run_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        struct Counted;
+        impl std::fmt::Display for Counted {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                CALLS.fetch_add(1, Ordering::SeqCst);
+                f.write_str("half")?;
+                panic!("broken")
+            }
+        }
+        let row = render_kvs(&[("v", Value::from_display(&Counted))]);
+        assert_eq!(CALLS.load(Ordering::SeqCst), 1);
+        assert_eq!(row.data()["v"], "half<formatting panicked>");
     }
 }

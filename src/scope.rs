@@ -31,7 +31,12 @@ thread_local! {
 /// ```
 pub fn scope(name: impl Into<String>) -> Scope {
     let name: Arc<str> = storable(name.into()).into();
-    let previous = CURRENT.with(|current| current.replace(Some(name)));
+    // During the thread's teardown the thread-local may be gone: no scope then.
+    let previous = CURRENT
+        .try_with(|current| current.try_borrow_mut().map(|mut s| s.replace(name)).ok())
+        .ok()
+        .flatten()
+        .flatten();
     Scope {
         previous,
         _same_thread: PhantomData,
@@ -50,13 +55,27 @@ pub struct Scope {
 impl Drop for Scope {
     fn drop(&mut self) {
         let previous = self.previous.take();
-        CURRENT.with(|current| *current.borrow_mut() = previous);
+        let _ = CURRENT.try_with(|current| {
+            if let Ok(mut scope) = current.try_borrow_mut() {
+                *scope = previous;
+            }
+        });
     }
 }
 
-/// This thread's current scope, if any.
+/// This thread's current scope, if any. None during the thread's teardown, when the
+/// thread-local may be gone already (a log call from another thread-local's destructor):
+/// `with` would panic there, and that panic would abort the process.
 pub(crate) fn current() -> Option<String> {
-    CURRENT.with(|current| current.borrow().as_deref().map(str::to_owned))
+    CURRENT
+        .try_with(|current| {
+            current
+                .try_borrow()
+                .ok()
+                .and_then(|scope| scope.as_deref().map(str::to_owned))
+        })
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]

@@ -25,10 +25,11 @@ impl Blocking {
     }
 
     pub fn write(&self, row: &Row, counters: &Counters) {
-        let outcome = if on_runtime_thread() {
+        let outcome = if needs_own_thread() {
             // A session drives its connection on a runtime of its own, which cannot run
-            // inside another one; a plain thread has none. Costs a thread spawn per
-            // event: async programs are better served by batch mode.
+            // inside another one, nor on a thread whose thread-locals are being destroyed
+            // (a log call from a thread-local's destructor); a plain thread is fine. Costs
+            // a thread spawn per event: async programs are better served by batch mode.
             std::thread::scope(|s| {
                 std::thread::Builder::new()
                     .name("pglog-offload".to_owned())
@@ -58,6 +59,11 @@ impl Blocking {
     }
 }
 
-pub(crate) fn on_runtime_thread() -> bool {
-    tokio::runtime::Handle::try_current().is_ok()
+/// Whether a session cannot be driven on this thread: it runs an async runtime, or its
+/// thread-locals (tokio's among them) are being destroyed.
+pub(crate) fn needs_own_thread() -> bool {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => true,
+        Err(e) => e.is_thread_local_destroyed(),
+    }
 }

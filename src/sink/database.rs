@@ -384,7 +384,7 @@ impl Database {
         let Some(local) = self.local() else { return };
         // A session runs its own small runtime, which cannot be driven from inside an
         // async runtime's thread.
-        if super::blocking::on_runtime_thread() {
+        if super::blocking::needs_own_thread() {
             std::thread::scope(|s| {
                 let _ = std::thread::Builder::new()
                     .name("pglog-close".to_owned())
