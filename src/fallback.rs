@@ -385,6 +385,24 @@ mod tests {
     }
 
     #[test]
+    fn lines_read_back_whatever_the_target_and_message_hold() {
+        // Found by the property test: a target holding ": ", and key-values holding " {".
+        let row = render(
+            &log::Record::builder()
+                .args(format_args!("m {{\"x\": {{"))
+                .target("a: b {\"c\"")
+                .key_values(&[(" {", 1)])
+                .build(),
+            chrono::Utc::now(),
+        );
+        let read = read_line(&format_event(&row)).unwrap();
+        assert_eq!(read.target, "a: b {\"c\"");
+        assert_eq!(read.message, "m {\"x\": {");
+        let json: serde_json::Value = serde_json::from_str(&read.json).unwrap();
+        assert_eq!(json[" {"], 1);
+    }
+
+    #[test]
     fn rate_limit_lets_the_first_through_then_waits() {
         let limit = RateLimit::new(Duration::from_secs(3600));
         assert!(limit.allow());
