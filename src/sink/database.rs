@@ -74,6 +74,9 @@ impl Connect for Connector {
 }
 
 impl Pooled for Session {
+    fn fresh(&self) -> bool {
+        Session::fresh(self)
+    }
     fn check(&mut self, budget: Duration) -> Check {
         Session::check(self, budget)
     }

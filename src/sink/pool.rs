@@ -43,6 +43,9 @@ pub(crate) enum Check {
 
 /// What the pool needs of a session.
 pub(crate) trait Pooled: Send + 'static {
+    /// Whether it was used so recently that it needs no check: called with the pool
+    /// locked, so it must be cheap.
+    fn fresh(&self) -> bool;
     /// Whether it can take a statement now; cheap, and never longer than `budget` (see
     /// [`Session::check`]).
     ///
@@ -81,9 +84,12 @@ struct Inner<C: Connect> {
     connect: C,
     settings: PoolSettings,
     state: Mutex<State<C::Session>>,
-    /// Signalled when a session is returned or opened, an attempt failed, or the
-    /// connector has work.
-    changed: Condvar,
+    /// Callers wait here: a session was returned or opened, or an attempt failed.
+    available: Condvar,
+    /// The connector waits here: a caller needs a session, `keep_one` changed, or the
+    /// pool stops. Apart from `available`, so that returning a session (every event) does
+    /// not wake the connector.
+    work: Condvar,
 }
 
 struct State<S> {
@@ -121,7 +127,8 @@ impl<C: Connect> Pool<C> {
                 last_failure: None,
                 stopped: false,
             }),
-            changed: Condvar::new(),
+            available: Condvar::new(),
+            work: Condvar::new(),
         });
         let worker = Arc::clone(&inner);
         let spawned = std::thread::Builder::new()
@@ -165,9 +172,11 @@ impl<C: Connect> Pool<C> {
                 ));
             }
             // Wakes the connector if this caller needs a new session.
-            inner.changed.notify_all();
+            if state.waiting > state.idle.len() && state.open < inner.settings.size {
+                inner.work.notify_one();
+            }
             let timed_out;
-            (state, timed_out) = inner.changed.wait_until(state, deadline);
+            (state, timed_out) = inner.available.wait_until(state, deadline);
             if timed_out {
                 let session;
                 (state, session) = self.take_idle(state, deadline);
@@ -210,9 +219,9 @@ impl<C: Connect> Pool<C> {
                     }),
                 ));
             }
-            inner.changed.notify_all();
+            inner.work.notify_one();
             let timed_out;
-            (state, timed_out) = inner.changed.wait_until(state, deadline);
+            (state, timed_out) = inner.available.wait_until(state, deadline);
             if timed_out {
                 break if state.idle.is_empty() {
                     Err(NoSession::Connecting)
@@ -237,6 +246,9 @@ impl<C: Connect> Pool<C> {
         Result<Option<C::Session>, Trouble>,
     ) {
         while let Some((mut session, _)) = state.idle.pop() {
+            if session.fresh() {
+                return (state, Ok(Some(session)));
+            }
             drop(state);
             let check = session.check(deadline.saturating_duration_since(Instant::now()));
             if let Check::Ready = check {
@@ -246,7 +258,7 @@ impl<C: Connect> Pool<C> {
             state = self.inner.state.lock();
             state.open -= 1;
             // A dead session hints at a restart: let the connector replace it.
-            self.inner.changed.notify_all();
+            self.inner.work.notify_one();
             if let Check::Silent(trouble) = check {
                 return (state, Err(trouble));
             }
@@ -271,7 +283,7 @@ impl<C: Connect> Pool<C> {
         let mut state = self.inner.state.lock();
         if state.keep_one != on {
             state.keep_one = on;
-            self.inner.changed.notify_all();
+            self.inner.work.notify_one();
         }
     }
 
@@ -285,7 +297,6 @@ impl<C: Connect> Pool<C> {
             idle
         };
         idle.into_iter().for_each(|(session, _)| session.close());
-        self.inner.changed.notify_all();
     }
 
     /// Sessions open now (idle, lent or being opened).
@@ -310,17 +321,23 @@ impl<C: Connect> Pool<C> {
         if session.is_broken() {
             inner.state.lock().open -= 1;
             session.close();
-        } else {
-            inner.state.lock().idle.push((session, Instant::now()));
+            // Someone waiting may need the connector to open another.
+            inner.work.notify_one();
+            return;
         }
-        inner.changed.notify_all();
+        let mut state = inner.state.lock();
+        state.idle.push((session, Instant::now()));
+        if state.waiting > 0 {
+            inner.available.notify_all();
+        }
     }
 }
 
 impl<C: Connect> Drop for Pool<C> {
     fn drop(&mut self) {
         self.inner.state.lock().stopped = true;
-        self.inner.changed.notify_all();
+        self.inner.work.notify_all();
+        self.inner.available.notify_all();
     }
 }
 
@@ -368,7 +385,7 @@ impl<C: Connect> Inner<C> {
                         state.backoff = (state.backoff * 2).min(RETRY_MAX);
                     }
                 }
-                self.changed.notify_all();
+                self.available.notify_all();
                 continue;
             }
             // Sleep until an idle session expires, a retry is due, or something changes.
@@ -379,8 +396,8 @@ impl<C: Connect> Inner<C> {
                 .min();
             let retry = if wanted { state.retry_at } else { None };
             state = match expiry.into_iter().chain(retry).min() {
-                Some(at) => self.changed.wait_until(state, at).0,
-                None => self.changed.wait(state),
+                Some(at) => self.work.wait_until(state, at).0,
+                None => self.work.wait(state),
             };
         }
     }
@@ -476,6 +493,9 @@ mod tests {
     }
 
     impl Pooled for FakeSession {
+        fn fresh(&self) -> bool {
+            false
+        }
         fn check(&mut self, _: Duration) -> Check {
             if self.silent.load(Ordering::SeqCst) {
                 Check::Silent(Trouble::new(Kind::Timeout, "no answer"))

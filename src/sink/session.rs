@@ -317,6 +317,12 @@ impl Session {
         Ok(rows.first().map(|row| row.get::<_, i32>(0)) == Some(announced))
     }
 
+    /// Used less than a moment ago, by this process, and not broken: no check needed
+    /// (cheap enough to ask with the pool locked).
+    pub fn fresh(&self) -> bool {
+        !self.broken && self.last_used.elapsed() < CHECK_AFTER && self.owner.is_current()
+    }
+
     /// Whether the session may take a statement now: not broken, owned by this process,
     /// not closed by the server meanwhile, and (after a long quiet) still answering a
     /// ping within `budget`.
