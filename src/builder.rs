@@ -573,6 +573,7 @@ impl Builder {
     fn build_in(self, env: Lookup<'_>) -> Result<(Logger, Guard), Error> {
         let table = Table::new(&self.table)?;
         self.check_bounds()?;
+        fallback::settle_home();
         let filter = config::build_filter(self.level, self.filters.as_deref())
             .map_err(|why| Error::config("filters", why))?;
         if self.flush_on_signal && cfg!(not(feature = "signals")) {

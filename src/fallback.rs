@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -234,11 +234,12 @@ fn epoch() -> Instant {
 
 /// The one function that writes to stderr.
 ///
-/// Not through `std::io::stderr().lock()`: a thread that held that process-wide lock at
-/// the instant of a `fork()` holds it forever in the child, and the child's next line
-/// would hang. pglog writes each line with one write to a duplicate of descriptor 2, and
-/// keeps lines from interleaving with its own lock, which a forked child recognises as its
-/// parent's and leaves alone (see [`line_lock`]).
+/// In the process pglog was set up in, through std's stderr lock, as the program's own
+/// `eprintln!` does, so that neither tears the other's lines. In a child forked from it,
+/// that lock may be held forever by a parent thread that did not survive the `fork()`,
+/// so there each line goes out with one write to a duplicate of descriptor 2, pglog's
+/// own lines kept whole by a lock the child recognises as its parent's (see
+/// [`line_lock`]).
 fn write_line(line: &str) {
     #[cfg(test)]
     if capture::write(line) {
@@ -247,9 +248,23 @@ fn write_line(line: &str) {
     let mut buf = Vec::with_capacity(line.len() + 1);
     buf.extend_from_slice(line.as_bytes());
     buf.push(b'\n');
-    let _turn = line_lock();
+    let home = HOME.load(Ordering::Acquire);
     // Nothing useful can be done if stderr is gone; the event was counted as sent here.
-    let _ = write_stderr(&buf);
+    if home == NO_HOME || home == crate::fork::generation() {
+        let _ = std::io::stderr().lock().write_all(&buf);
+    } else {
+        let _turn = line_lock();
+        let _ = write_stderr(&buf);
+    }
+}
+
+/// The fork generation of the process pglog was set up in (see [`write_line`]).
+static HOME: AtomicU32 = AtomicU32::new(NO_HOME);
+const NO_HOME: u32 = u32::MAX;
+
+/// Marks the calling process as the one pglog was set up in.
+pub(crate) fn settle_home() {
+    HOME.store(crate::fork::generation(), Ordering::Release);
 }
 
 fn write_stderr(buf: &[u8]) -> std::io::Result<()> {
@@ -262,7 +277,6 @@ fn write_stderr(buf: &[u8]) -> std::io::Result<()> {
 /// it: held by another generation means held by a thread that did not survive a `fork()`,
 /// so the child writes without it rather than wait forever.
 fn line_lock() -> Option<crate::sync::MutexGuard<'static, ()>> {
-    use std::sync::atomic::AtomicU32;
     static LOCK: crate::sync::Mutex<()> = crate::sync::Mutex::new(());
     static HOLDER: AtomicU32 = AtomicU32::new(0);
     let me = crate::fork::generation();

@@ -80,6 +80,10 @@ fn main() {
             "a_json_data_column_takes_batches",
             a_json_data_column_takes_batches,
         ),
+        (
+            "a_batch_too_slow_for_the_timeout_is_written_in_halves",
+            a_batch_too_slow_for_the_timeout_is_written_in_halves,
+        ),
     ]);
 }
 
@@ -748,4 +752,44 @@ fn a_json_data_column_takes_batches() {
             .get(0);
         assert_eq!(sum, 4950);
     }
+}
+
+// --- a batch too slow for the statement timeout -----------------------------------------------------
+
+fn a_batch_too_slow_for_the_timeout_is_written_in_halves() {
+    open_levels();
+    let dsn = fresh_db("halves");
+    // 2 ms a row: 1,000 rows take 2 s, longer than the 1 s statement timeout; 250 fit.
+    let (_, guard) = batch_builder(&dsn, "halves").build().unwrap();
+    drop(guard);
+    connect(&dsn)
+        .batch_execute(
+            "CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM pg_sleep(0.002); RETURN NEW; END $$; \
+             CREATE TRIGGER slow_row BEFORE INSERT ON halves FOR EACH ROW EXECUTE FUNCTION slow_row()",
+        )
+        .unwrap();
+    let (logger, guard) = batch_builder(&dsn, "halves")
+        .statement_timeout(Duration::from_secs(1))
+        .flush_interval(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    for i in 0..1_000 {
+        log::info!(logger: &logger, i; "halves");
+    }
+    let started = Instant::now();
+    guard.flush();
+    let stats = guard.stats();
+    println!(
+        "    1,000 rows at 2 ms each, 1 s statement timeout: {} written, {} to stderr, in {:.1?}",
+        stats.written,
+        stats.fallback + stats.uncertain,
+        started.elapsed()
+    );
+    assert_eq!(
+        (stats.written, stats.fallback, stats.uncertain),
+        (1_000, 0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(count(&dsn, "halves"), 1_000);
 }

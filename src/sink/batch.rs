@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use log::LevelFilter;
 
-use super::database::{Database, Failure, Outcome, Work, NOTICE_INTERVAL};
+use super::database::{Attempt, Database, Failure, Outcome, Work, NOTICE_INTERVAL};
 use super::queue::{Limits, Queue, Refused, Took, Weigh};
 use crate::fallback::{self, RateLimit};
 use crate::fork::Owner;
@@ -75,11 +75,16 @@ pub(crate) const BATCH_BYTES: usize = 8 << 20;
 /// How many times a batch known not to be written is tried again before it goes to
 /// stderr; the waits between are the database's probe backoff.
 const BATCH_RETRIES: u32 = 3;
+/// How many times one batch that timed out is tried again in halves, each with the whole
+/// statement timeout: a batch up to four times too slow still lands, and a locked table
+/// costs the writer at most three statement timeouts before the batch goes to stderr.
+const HALVINGS: u32 = 2;
 
 /// Where batches go: the database, or a fake in tests.
 pub(crate) trait Store: Send + Sync + 'static {
-    /// Writes `rows` with one statement, all or nothing.
-    fn write_batch(&self, rows: &[Row]) -> Result<(), Failure>;
+    /// Writes `rows` with one statement, all or nothing; `forced` even while the database
+    /// is marked down (a smaller batch after a timeout).
+    fn write_batch(&self, rows: &[Row], forced: bool) -> Result<(), Failure>;
     /// Writes one row, after its batch was refused for its content.
     fn write_one(&self, row: &Row) -> Outcome;
     /// How long to wait before trying a failed database again.
@@ -87,10 +92,13 @@ pub(crate) trait Store: Send + Sync + 'static {
 }
 
 impl Store for Database {
-    fn write_batch(&self, rows: &[Row]) -> Result<(), Failure> {
-        self.run(Work::Batch, |session, limit| {
-            session.insert_batch(rows, limit)
-        })
+    fn write_batch(&self, rows: &[Row], forced: bool) -> Result<(), Failure> {
+        let attempt = Attempt {
+            work: Work::Batch,
+            rows: rows.len(),
+            forced,
+        };
+        self.run(attempt, |session, limit| session.insert_batch(rows, limit))
     }
 
     fn write_one(&self, row: &Row) -> Outcome {
@@ -217,7 +225,7 @@ impl<S: Store> Batch<S> {
     /// Events not yet settled: queued, or in the batch the writer holds.
     pub fn queue_depth(&self) -> usize {
         self.local()
-            .map_or(0, |local| local.queue.len() + local.slot.pending())
+            .map_or(0, |local| local.queue.events() + local.slot.pending())
     }
 
     /// Queues `row`; never touches the network.
@@ -445,14 +453,16 @@ impl<S: Store> Writer<S> {
     fn write_held(&self, local: &Local, rows: &[Row]) {
         let slot = &local.slot;
         let most = self.settings.batch_size;
-        let (mut at, mut attempts) = (0, 0);
+        let (mut at, mut attempts, mut halvings, mut forced) = (0, 0, 0, false);
         while at < rows.len() {
             let chunk = local.chunk.load(Ordering::Relaxed).clamp(1, most);
             let n = chunk.min(rows.len() - at);
             if !slot.writing(n) {
                 return;
             }
-            match self.store.write_batch(&rows[at..at + n]) {
+            let result = self.store.write_batch(&rows[at..at + n], forced);
+            forced = false;
+            match result {
                 Ok(()) => {
                     if !slot.settle(n, How::Written, &self.counters) {
                         return;
@@ -463,11 +473,14 @@ impl<S: Store> Writer<S> {
                         .chunk
                         .store((chunk + chunk / 4 + 1).min(most), Ordering::Relaxed);
                 }
-                // Too big for the statement timeout: try it in halves.
+                // Maybe too big for the statement timeout: try it in halves, even though
+                // the timeout marked the database down.
                 Err(Failure::Down {
                     maybe_done: false,
                     timed_out: true,
-                }) if n > 1 => {
+                }) if n > 1 && halvings < HALVINGS => {
+                    halvings += 1;
+                    forced = true;
                     local.chunk.store(n / 2, Ordering::Relaxed);
                     if !slot.not_writing() {
                         return;
@@ -725,7 +738,7 @@ mod tests {
     }
 
     impl Store for Arc<Fake> {
-        fn write_batch(&self, rows: &[Row]) -> Result<(), Failure> {
+        fn write_batch(&self, rows: &[Row], _forced: bool) -> Result<(), Failure> {
             self.seen.lock().push(rows.len());
             let answer = self.batches.lock().pop_front().unwrap_or(Answer::Ok);
             let result = match answer {

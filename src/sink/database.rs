@@ -13,7 +13,7 @@
 //! After `fork()`, a child gets a pool of its own on first use; the parent's sessions
 //! are neither used nor closed by the child (see [`crate::fork`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,6 +95,8 @@ struct Local {
     health: Health,
     /// The current outage was announced, so its end is too.
     announced: AtomicBool,
+    /// Statements that lost their session one after another.
+    lost_in_a_row: AtomicU32,
 }
 
 pub(crate) struct Database {
@@ -116,6 +118,27 @@ pub(crate) struct Database {
 pub(crate) enum Work {
     Insert = 0,
     Batch = 1,
+}
+
+/// One write attempt, as [`Database::run`] weighs it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Attempt {
+    pub work: Work,
+    /// Rows it writes.
+    pub rows: usize,
+    /// Made even while the database is marked down (once, as a probe): the batch writer
+    /// trying a smaller batch after a timeout.
+    pub forced: bool,
+}
+
+impl Attempt {
+    pub fn insert() -> Attempt {
+        Attempt {
+            work: Work::Insert,
+            rows: 1,
+            forced: false,
+        }
+    }
 }
 
 /// A moving average of durations (one eighth of each new one), in microseconds.
@@ -184,6 +207,7 @@ impl Database {
             pool: Pool::start(connector, pool),
             health: Health::new(),
             announced: AtomicBool::new(false),
+            lost_in_a_row: AtomicU32::new(0),
         })
     }
 
@@ -238,27 +262,33 @@ impl Database {
     /// tried once more.
     pub fn run<T>(
         &self,
-        work: Work,
+        attempt: Attempt,
         mut op: impl FnMut(&mut Session, Duration) -> Result<T, Trouble>,
     ) -> Result<T, Failure> {
         let local = self.local().ok_or(Failure::Unavailable)?;
         let probing = match local.health.admit() {
+            // The batch writer may insist on a smaller batch after a timeout: it tries
+            // once more, as a probe would.
+            Admit::Skip if attempt.forced => true,
             Admit::Skip => return Err(Failure::Unavailable),
             Admit::Probe => true,
             Admit::Write => false,
         };
         let mut session = if probing {
-            // A probe may wait briefly for a session (the pool reopens them in the
-            // background while the database is down), never for a connect.
+            // A probe waits for a session only as long as opening one took lately (the
+            // pool reopens them in the background while the database is down): a connect
+            // that hangs costs it nothing.
             local
                 .pool
-                .get(PROBE_LIMIT)
+                .get(local.pool.probe_wait())
                 .map_err(|_| Failure::Unavailable)?
         } else {
             self.checked_out(&local, local.pool.get(self.pool_wait))?
         };
-        let limit = if probing {
-            self.probe_limit(work)
+        // A forced attempt asks whether a smaller batch fits the statement timeout: it gets
+        // all of it.
+        let limit = if probing && !attempt.forced {
+            self.probe_limit(attempt)
         } else {
             self.config.statement_timeout
         };
@@ -276,9 +306,12 @@ impl Database {
                 result = op(&mut fresh, limit);
             }
         }
+        let took = started.elapsed();
         match result {
             Ok(value) => {
-                self.typical[work as usize].record(started.elapsed());
+                local.lost_in_a_row.store(0, Ordering::Relaxed);
+                let rows = u32::try_from(attempt.rows.max(1)).unwrap_or(u32::MAX);
+                self.typical[attempt.work as usize].record(took / rows);
                 if local.health.came_up() {
                     local.pool.keep_one(false);
                     if local.announced.swap(false, Ordering::AcqRel) {
@@ -291,8 +324,12 @@ impl Database {
                 Ok(value)
             }
             // One session broke (its backend terminated, a restart under way): the pool
-            // replaces it. Only a failure to get another takes the database down.
-            Err(trouble) if trouble.kind == Kind::Lost && !probing => {
+            // replaces it. A second in a row means the database is the trouble.
+            Err(trouble)
+                if trouble.kind == Kind::Lost
+                    && !probing
+                    && local.lost_in_a_row.fetch_add(1, Ordering::Relaxed) == 0 =>
+            {
                 self.lost_notice.notice(|| {
                     format!(
                         "{}; the session is replaced, its statement's events went to stderr",
@@ -305,7 +342,11 @@ impl Database {
                 })
             }
             Err(trouble) if trouble.kind.is_outage() => {
-                self.went_down(&local, &trouble);
+                self.went_down(
+                    &local,
+                    &trouble,
+                    if probing { took } else { Duration::ZERO },
+                );
                 Err(Failure::Down {
                     maybe_done: trouble.maybe_done,
                     timed_out: trouble.kind == Kind::Timeout,
@@ -315,11 +356,16 @@ impl Database {
         }
     }
 
-    /// How long a probe may take before it is canceled: 50 ms, or four times what this
-    /// kind of write took lately when that is longer (a table with a slow trigger must not
-    /// look locked forever), at most the statement timeout.
-    pub fn probe_limit(&self, work: Work) -> Duration {
-        (self.typical[work as usize].get() * 4)
+    /// How long a probe may take before it is canceled: 50 ms, or four times what its
+    /// rows would take at the pace of writes lately when that is longer (a table with a
+    /// slow trigger must not look locked forever), at most the statement timeout.
+    pub fn probe_limit(&self, attempt: Attempt) -> Duration {
+        let rows = u32::try_from(attempt.rows.max(1)).unwrap_or(u32::MAX);
+        let expected = self.typical[attempt.work as usize]
+            .get()
+            .saturating_mul(rows);
+        expected
+            .saturating_mul(4)
             .clamp(PROBE_LIMIT, self.config.statement_timeout.max(PROBE_LIMIT))
     }
 
@@ -327,7 +373,7 @@ impl Database {
         match got {
             Ok(session) => Ok(session),
             Err(NoSession::Failed(trouble)) => {
-                self.went_down(local, &trouble);
+                self.went_down(local, &trouble, Duration::ZERO);
                 Err(Failure::Down {
                     maybe_done: false,
                     timed_out: false,
@@ -343,7 +389,7 @@ impl Database {
                         ),
                     )
                 });
-                self.went_down(local, &trouble);
+                self.went_down(local, &trouble, Duration::ZERO);
                 Err(Failure::Down {
                     maybe_done: false,
                     timed_out: false,
@@ -365,7 +411,9 @@ impl Database {
     /// Stores one row with one statement (a short one when probing); reports a row the
     /// database refuses, rate-limited: the next one may pass.
     pub fn insert(&self, row: &Row) -> Outcome {
-        let result = self.run(Work::Insert, |session, limit| session.insert(row, limit));
+        let result = self.run(Attempt::insert(), |session, limit| {
+            session.insert(row, limit)
+        });
         match result {
             Ok(()) => Outcome::Stored,
             Err(Failure::Rejected(trouble)) => {
@@ -402,11 +450,14 @@ impl Database {
         trouble.describe(&self.config.target, &self.table())
     }
 
-    fn went_down(&self, local: &Local, trouble: &Trouble) {
+    /// Records a failure. `probe_took`: how long the failed probe kept its caller; the
+    /// next probe waits at least three times that, so probing costs callers at most a
+    /// quarter of an outage.
+    fn went_down(&self, local: &Local, trouble: &Trouble, probe_took: Duration) {
         local.pool.keep_one(true);
         // Outages are announced (and their end with them) at most once per interval: a
         // flapping database does not print a notice per flap.
-        if local.health.went_down(trouble) && self.down_notice.allow() {
+        if local.health.went_down(trouble, probe_took * 3) && self.down_notice.allow() {
             local.announced.store(true, Ordering::Release);
             fallback::notice(&format!(
                 "{}; events go to stderr until {} is writable again (pglog keeps retrying)",

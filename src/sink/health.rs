@@ -91,11 +91,12 @@ impl Health {
     }
 
     /// Records a failure; `true` when this starts an outage (the caller says so once).
-    pub fn went_down(&self, why: &Trouble) -> bool {
-        self.went_down_at(self.now_ms(), why)
+    /// The next probe comes after the backoff, and not before `pause`.
+    pub fn went_down(&self, why: &Trouble, pause: Duration) -> bool {
+        self.went_down_at(self.now_ms(), why, pause)
     }
 
-    fn went_down_at(&self, now: u64, why: &Trouble) -> bool {
+    fn went_down_at(&self, now: u64, why: &Trouble, pause: Duration) -> bool {
         *self.last.lock() = Some(why.clone());
         let first = self.up.swap(false, Ordering::AcqRel);
         let backoff = if first {
@@ -104,7 +105,8 @@ impl Health {
             (self.backoff_ms.load(Ordering::Relaxed) * 2).min(millis(BACKOFF_MAX))
         };
         self.backoff_ms.store(backoff, Ordering::Relaxed);
-        self.retry_at.store(now + backoff, Ordering::Release);
+        self.retry_at
+            .store(now + backoff.max(millis(pause)), Ordering::Release);
         first
     }
 
@@ -152,15 +154,22 @@ mod tests {
     fn down_skips_until_the_backoff_then_admits_one_probe() {
         let h = Health::new();
         assert!(
-            h.went_down_at(1000, &lost()),
+            h.went_down_at(1000, &lost(), Duration::ZERO),
             "the first failure starts an outage"
         );
-        assert!(!h.went_down_at(1000, &lost()), "later ones do not");
+        assert!(
+            !h.went_down_at(1000, &lost(), Duration::ZERO),
+            "later ones do not"
+        );
         // The second failure doubled the backoff to 100 ms.
         assert_eq!(h.admit_at(1050), Admit::Skip);
         assert_eq!(h.admit_at(1100), Admit::Probe);
         assert_eq!(h.admit_at(1100), Admit::Skip, "one probe at a time");
         assert_eq!(h.last().unwrap().detail, "gone");
+        // A failed probe that took long pushes the next one further out.
+        h.went_down_at(2000, &lost(), Duration::from_millis(900));
+        assert_eq!(h.admit_at(2899), Admit::Skip);
+        assert_eq!(h.admit_at(2900), Admit::Probe);
     }
 
     #[test]
@@ -168,13 +177,13 @@ mod tests {
         let h = Health::new();
         let mut now = 0;
         for _ in 0..20 {
-            h.went_down_at(now, &lost());
+            h.went_down_at(now, &lost(), Duration::ZERO);
             now += 1;
         }
         assert_eq!(h.backoff_ms.load(Ordering::Relaxed), millis(BACKOFF_MAX));
         assert!(h.came_up());
         assert!(h.last().is_none());
-        assert!(h.went_down_at(now, &lost()));
+        assert!(h.went_down_at(now, &lost(), Duration::ZERO));
         assert_eq!(h.backoff_ms.load(Ordering::Relaxed), millis(BACKOFF_MIN));
     }
 }

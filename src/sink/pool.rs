@@ -107,6 +107,8 @@ struct State<S> {
     /// Failed attempts so far; a waiter compares it to know one failed meanwhile.
     failures: u64,
     last_failure: Option<Trouble>,
+    /// How long the last connection attempt took, if it succeeded.
+    last_connect: Option<Duration>,
     stopped: bool,
 }
 
@@ -125,6 +127,7 @@ impl<C: Connect> Pool<C> {
                 backoff: RETRY_MIN,
                 failures: 0,
                 last_failure: None,
+                last_connect: None,
                 stopped: false,
             }),
             available: Condvar::new(),
@@ -311,6 +314,18 @@ impl<C: Connect> Pool<C> {
         !self.inner.state.lock().idle.is_empty()
     }
 
+    /// How long a probe may wait for a session: twice what the last connection attempt
+    /// took if it succeeded (so that a session the connector is reopening is had), at most
+    /// 50 ms; nothing when connecting fails or hangs.
+    pub fn probe_wait(&self) -> Duration {
+        const MOST: Duration = Duration::from_millis(50);
+        self.inner
+            .state
+            .lock()
+            .last_connect
+            .map_or(Duration::ZERO, |took| (took * 2).min(MOST))
+    }
+
     /// The last connection attempt's failure, if the last attempt failed.
     pub fn last_failure(&self) -> Option<Trouble> {
         self.inner.state.lock().last_failure.clone()
@@ -368,8 +383,11 @@ impl<C: Connect> Inner<C> {
             if wanted && due {
                 state.open += 1;
                 drop(state);
+                let started = Instant::now();
                 let result = self.connect.connect();
+                let took = started.elapsed();
                 state = self.state.lock();
+                state.last_connect = result.is_ok().then_some(took);
                 match result {
                     Ok(session) => {
                         state.idle.push((session, Instant::now()));

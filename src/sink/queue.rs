@@ -70,6 +70,8 @@ pub(crate) struct Queue<T> {
 
 struct State<T> {
     items: VecDeque<T>,
+    /// Items that are not control messages.
+    events: usize,
     /// Bytes of the items held.
     bytes: usize,
     limits: Limits,
@@ -95,6 +97,7 @@ impl<T: Weigh> Queue<T> {
         Queue {
             state: Mutex::new(State {
                 items: VecDeque::new(),
+                events: 0,
                 bytes: 0,
                 limits,
                 line: VecDeque::new(),
@@ -169,6 +172,7 @@ impl<T: Weigh> Queue<T> {
 
     fn admit(&self, state: &mut MutexGuard<'_, State<T>>, item: T) {
         state.bytes += item.weight();
+        state.events += usize::from(!item.is_control());
         state.items.push_back(item);
         if state.consumer_waiting {
             self.arrived.notify_one();
@@ -240,6 +244,7 @@ impl<T: Weigh> Queue<T> {
             }
             let item = state.items.pop_front().expect("the front exists");
             state.bytes -= weight;
+            state.events -= usize::from(!item.is_control());
             (taken, bytes) = (taken + 1, bytes + weight);
             stop = item.is_control() || urgent(&item);
             out.push(item);
@@ -265,14 +270,21 @@ impl<T: Weigh> Queue<T> {
         let mut state = self.state.lock();
         state.closed = true;
         state.bytes = 0;
+        state.events = 0;
         self.freed.notify_all();
         self.arrived.notify_all();
         state.items.drain(..).collect()
     }
 
-    /// Items held now.
+    /// Items held now, control messages included.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.state.lock().items.len()
+    }
+
+    /// Items held now that are not control messages (events, in batch mode).
+    pub fn events(&self) -> usize {
+        self.state.lock().events
     }
 
     /// Bytes held now.

@@ -278,9 +278,23 @@ impl Session {
             .statement_timeout
             .max(self.config.endpoint.limit());
         let table = self.config.table.clone();
-        let created = self.run(limit, async |client| {
-            schema::ensure(client, &table, limit).await
-        })?;
+        let created = self
+            .run(limit, async |client| {
+                schema::ensure(client, &table, limit).await
+            })
+            .map_err(|trouble| match trouble.kind {
+                // pgbouncer in statement mode ends the connection at a BEGIN.
+                Kind::Lost => Trouble::new(
+                    Kind::Refused,
+                    format!(
+                        "the connection closed as pglog began the transaction that creates the \
+                         table ({}); behind a pooler in statement mode, which refuses \
+                         transactions, create the table beforehand",
+                        trouble.detail
+                    ),
+                ),
+                _ => trouble,
+            })?;
         self.config.schema_ready.store(true, Ordering::Release);
         if created && self.config.table_seen.load(Ordering::Acquire) {
             crate::fallback::notice(&format!(
@@ -714,7 +728,12 @@ async fn copy_rows(
     copy::trailer(&mut bytes);
     buf.extend_from_slice(&bytes);
     sink.send(buf.split().freeze()).await?;
-    sink.as_mut().finish().await
+    let rows = sink.as_mut().finish().await?;
+    // `finish` returns at the COPY's CommandComplete, which the server sends before it
+    // commits (at the Sync that follows): a backend that dies in between rolls the rows
+    // back. The answer to an empty query comes after that commit, so only it confirms one.
+    client.simple_query("").await?;
+    Ok(rows)
 }
 
 /// The `data` column, serialized from the row: JSON text, after a version byte for
