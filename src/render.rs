@@ -303,11 +303,21 @@ struct CappedBytes<'a> {
 
 impl std::io::Write for CappedBytes<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf).map(|()| buf.len())
+    }
+
+    // serde_json writes through `write_all`, many small pieces per value: one branch each.
+    #[inline]
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
         self.total = self.total.saturating_add(buf.len());
-        let keep = buf.len().min(self.room);
-        self.out.extend_from_slice(&buf[..keep]);
-        self.room -= keep;
-        Ok(buf.len())
+        if buf.len() <= self.room {
+            self.out.extend_from_slice(buf);
+            self.room -= buf.len();
+        } else {
+            self.out.extend_from_slice(&buf[..self.room]);
+            self.room = 0;
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -433,15 +443,6 @@ fn text(value: &Value<'_>, max_bytes: usize) -> String {
 /// returns an error) leaves what it wrote, followed by a marker, and is not run again.
 fn push_value(fields: &mut Vec<u8>, key: &str, value: &Value<'_>, max_bytes: usize) {
     push_key(fields, key);
-    if let Some(float) = value.to_f64().filter(|f| !f.is_finite()) {
-        let name = match float {
-            f if f.is_nan() => NAN,
-            f if f > 0.0 => INFINITY,
-            _ => NEG_INFINITY,
-        };
-        write_json(fields, name);
-        return;
-    }
     let mark = fields.len();
     let (written, total) = {
         let mut sink = CappedBytes {
@@ -452,6 +453,19 @@ fn push_value(fields: &mut Vec<u8>, key: &str, value: &Value<'_>, max_bytes: usi
         let written = catch_unwind(AssertUnwindSafe(|| serde_json::to_writer(&mut sink, value)));
         (written, sink.total)
     };
+    // serde_json writes a non-finite float as `null`; only then is it worth asking.
+    if matches!(written, Ok(Ok(()))) && &fields[mark..] == b"null" {
+        if let Some(float) = value.to_f64().filter(|f| !f.is_finite()) {
+            let name = match float {
+                f if f.is_nan() => NAN,
+                f if f > 0.0 => INFINITY,
+                _ => NEG_INFINITY,
+            };
+            fields.truncate(mark);
+            write_json(fields, name);
+            return;
+        }
+    }
     match written {
         Ok(Ok(())) if total <= max_bytes => {}
         Ok(Ok(())) => {

@@ -35,12 +35,26 @@ pub struct Stats {
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub logged: AtomicU64,
+    /// Incremented by every log call: on a cache line of its own, apart from the counters
+    /// the batch writer updates from another core.
+    pub logged: Padded,
     pub written: AtomicU64,
     pub fallback: AtomicU64,
     pub dropped: AtomicU64,
     pub uncertain: AtomicU64,
     pub retries: AtomicU64,
+}
+
+/// An `AtomicU64` alone on its cache line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub(crate) struct Padded(pub AtomicU64);
+
+impl std::ops::Deref for Padded {
+    type Target = AtomicU64;
+    fn deref(&self) -> &AtomicU64 {
+        &self.0
+    }
 }
 
 impl Counters {

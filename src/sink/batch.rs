@@ -111,7 +111,8 @@ impl Store for Database {
 }
 
 enum Msg {
-    Row(Row),
+    /// An event; `true` when it is urgent (at or above the flush level).
+    Row(Row, bool),
     /// Set once everything queued before is settled.
     Flush(Arc<Latch>),
     /// Like `Flush`, then the writer exits.
@@ -121,13 +122,17 @@ enum Msg {
 impl Weigh for Msg {
     fn weight(&self) -> usize {
         match self {
-            Msg::Row(row) => row.weight(),
+            Msg::Row(row, _) => row.weight(),
             Msg::Flush(_) | Msg::Stop(_) => 0,
         }
     }
 
     fn is_control(&self) -> bool {
-        !matches!(self, Msg::Row(_))
+        !matches!(self, Msg::Row(..))
+    }
+
+    fn wakes(&self) -> bool {
+        !matches!(self, Msg::Row(_, false))
     }
 }
 
@@ -160,9 +165,12 @@ impl Latch {
 
 pub(crate) struct Batch<S: Store = Database> {
     writer: Arc<Writer<S>>,
-    /// This process's queue and writer thread; a forked child makes its own (the
-    /// parent's queue holds the parent's events, which the parent writes).
-    local: RwLock<Arc<Local>>,
+    /// The queue and writer thread of the process that started pglog: never replaced, so
+    /// the hot path reads it without a lock.
+    home: Arc<Local>,
+    /// A forked child's own queue and writer, made on its first event (the parent's
+    /// queue holds the parent's events, which the parent writes).
+    child: RwLock<Option<Arc<Local>>>,
 }
 
 /// What every process's writer shares.
@@ -198,50 +206,111 @@ impl<S: Store> Batch<S> {
             panic_notice: RateLimit::new(NOTICE_INTERVAL),
             full_notice: RateLimit::new(NOTICE_INTERVAL),
         });
-        let local = Local::start(&writer);
+        let home = Local::start(&writer);
         Batch {
             writer,
-            local: RwLock::new(local),
+            home,
+            child: RwLock::new(None),
         }
     }
 
-    /// This process's queue: in a forked child, a new one with its own writer thread.
+    /// This process's queue, if it has one yet.
+    fn existing(&self) -> Option<Arc<Local>> {
+        if self.home.owner.is_current() {
+            return Some(Arc::clone(&self.home));
+        }
+        self.child
+            .read()
+            .as_ref()
+            .filter(|local| local.owner.is_current())
+            .cloned()
+    }
+
+    /// This process's queue: in a forked child, its own, made with its own writer
+    /// thread on first use.
     fn local(&self) -> Option<Arc<Local>> {
-        {
-            let local = self.local.read();
-            if local.owner.is_current() {
-                return Some(Arc::clone(&local));
+        if let Some(local) = self.existing() {
+            return Some(local);
+        }
+        let mut child = self.child.try_write_for(FORK_PATIENCE)?;
+        if !child.as_ref().is_some_and(|local| local.owner.is_current()) {
+            let fresh = Local::start(&self.writer);
+            // A grandparent's queue and thread handle must not be dropped here.
+            if let Some(stale) = child.replace(fresh) {
+                std::mem::forget(stale);
             }
         }
-        let mut slot = self.local.try_write_for(FORK_PATIENCE)?;
-        if !slot.owner.is_current() {
-            let fresh = Local::start(&self.writer);
-            // The parent's queue and thread handle must not be dropped here.
-            std::mem::forget(std::mem::replace(&mut *slot, fresh));
-        }
-        Some(Arc::clone(&slot))
+        child.clone()
     }
 
     /// Events not yet settled: queued, or in the batch the writer holds.
     pub fn queue_depth(&self) -> usize {
-        self.local()
+        self.existing()
             .map_or(0, |local| local.queue.events() + local.slot.pending())
     }
 
     /// Queues `row`; never touches the network.
+    #[inline]
     pub fn enqueue(&self, row: Row) {
         let writer = &*self.writer;
-        let Some(local) = self.local() else {
-            fallback::divert(&row, &writer.counters);
+        if self.home.owner.is_current() {
+            self.home.enqueue(writer, row);
             return;
-        };
+        }
+        match self.local() {
+            Some(local) => local.enqueue(writer, row),
+            None => fallback::divert(&row, &writer.counters),
+        }
+    }
+
+    /// Returns once everything queued before the call is committed or on stderr, or
+    /// after the flush timeout.
+    pub fn flush(&self) {
+        let Some(local) = self.existing() else { return };
         if local.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let latch = Arc::new(Latch::default());
+        if local.queue.try_push(Msg::Flush(Arc::clone(&latch))).is_ok() {
+            latch.wait_until(Instant::now() + self.writer.settings.flush_timeout);
+        }
+    }
+
+    /// Stops the writer after it has written what is queued, waiting at most the flush
+    /// timeout; then whatever is not known to be committed goes to stderr, the writer's
+    /// batch included. Later events go to stderr too.
+    pub fn close(&self) {
+        // A forked child that closes before logging gets a queue only to close it, so
+        // that what it logs afterwards goes to stderr as after any close.
+        if let Some(local) = self.local() {
+            local.close(&self.writer);
+        }
+    }
+}
+
+impl Batch<Database> {
+    pub fn database(&self) -> &Database {
+        &self.writer.store
+    }
+}
+
+impl<S: Store> Drop for Batch<S> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Local {
+    #[inline]
+    fn enqueue<S: Store>(&self, writer: &Writer<S>, row: Row) {
+        if self.closed.load(Ordering::Acquire) {
             fallback::divert(&row, &writer.counters);
             return;
         }
+        let urgent = row.level <= writer.settings.flush_level;
         let refused = match writer.settings.overflow {
-            Overflow::Block(stall) => local.queue.push_waiting(Msg::Row(row), stall),
-            Overflow::Drop => local.queue.try_push(Msg::Row(row)),
+            Overflow::Block(stall) => self.queue.push_waiting(Msg::Row(row, urgent), stall),
+            Overflow::Drop => self.queue.try_push(Msg::Row(row, urgent)),
         };
         match refused {
             Ok(()) => {}
@@ -267,42 +336,6 @@ impl<S: Store> Batch<S> {
         }
     }
 
-    /// Returns once everything queued before the call is committed or on stderr, or
-    /// after the flush timeout.
-    pub fn flush(&self) {
-        let Some(local) = self.local() else { return };
-        if local.closed.load(Ordering::Acquire) {
-            return;
-        }
-        let latch = Arc::new(Latch::default());
-        if local.queue.try_push(Msg::Flush(Arc::clone(&latch))).is_ok() {
-            latch.wait_until(Instant::now() + self.writer.settings.flush_timeout);
-        }
-    }
-
-    /// Stops the writer after it has written what is queued, waiting at most the flush
-    /// timeout; then whatever is not known to be committed goes to stderr, the writer's
-    /// batch included. Later events go to stderr too.
-    pub fn close(&self) {
-        if let Some(local) = self.local() {
-            local.close(&self.writer);
-        }
-    }
-}
-
-impl Batch<Database> {
-    pub fn database(&self) -> &Database {
-        &self.writer.store
-    }
-}
-
-impl<S: Store> Drop for Batch<S> {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
-
-impl Local {
     fn start<S: Store>(writer: &Arc<Writer<S>>) -> Arc<Local> {
         let settings = &writer.settings;
         let local = Arc::new(Local {
@@ -346,7 +379,7 @@ impl Local {
             && latch.wait_until(deadline);
         // Whatever arrived after the stop, or was still queued when the wait ended.
         let queued = self.queue.close();
-        let leftover = queued.iter().filter(|m| matches!(m, Msg::Row(_))).count();
+        let leftover = queued.iter().filter(|m| matches!(m, Msg::Row(..))).count();
         for msg in queued {
             writer.take_back(msg);
         }
@@ -370,14 +403,14 @@ impl<S: Store> Writer<S> {
     /// Sends a message the queue will not take to where it belongs.
     fn take_back(&self, msg: Msg) {
         match msg {
-            Msg::Row(row) => fallback::divert(&row, &self.counters),
+            Msg::Row(row, _) => fallback::divert(&row, &self.counters),
             Msg::Flush(latch) | Msg::Stop(latch) => latch.set(),
         }
     }
 
     fn run(&self, local: &Local) {
         let settings = &self.settings;
-        let urgent = |msg: &Msg| matches!(msg, Msg::Row(row) if row.level <= settings.flush_level);
+        let urgent = |msg: &Msg| matches!(msg, Msg::Row(_, true));
         loop {
             // Waits for the first message of a batch; then fills the batch for at most the
             // flush interval. Messages go straight from the queue into the slot, where
@@ -404,10 +437,15 @@ impl<S: Store> Writer<S> {
                     return; // given up on by `close`
                 };
                 (items, bytes) = (items + taken.items, bytes + taken.bytes);
-                if taken.stop || items >= size || bytes >= BATCH_BYTES {
+                if taken.stop || items >= size || bytes >= BATCH_BYTES || Instant::now() >= deadline
+                {
                     break;
                 }
-                if local.queue.wait(Some(deadline)) != (Took::Items { stop: false }) {
+                // Sleeps until the batch can be filled (or a flush, a stop or an urgent
+                // event arrives, or the interval ends): one wake-up per batch.
+                if local.queue.wait_for(size - items, Some(deadline))
+                    != (Took::Items { stop: false })
+                {
                     break;
                 }
             }
@@ -587,7 +625,7 @@ impl Slot {
         let (mut latches, mut stopping) = (Vec::new(), None);
         for msg in state.collected.drain(..) {
             match msg {
-                Msg::Row(row) => rows.push(row),
+                Msg::Row(row, _) => rows.push(row),
                 Msg::Flush(latch) => latches.push(latch),
                 Msg::Stop(latch) => stopping = Some(latch),
             }
@@ -673,7 +711,7 @@ impl Slot {
         let mut unwritten = 0;
         for msg in collected {
             match msg {
-                Msg::Row(row) => {
+                Msg::Row(row, _) => {
                     fallback::divert(&row, counters);
                     unwritten += 1;
                 }

@@ -66,6 +66,7 @@ impl Sink {
         }
     }
 
+    #[inline]
     pub fn write(&self, row: Row, counters: &Counters) {
         match self {
             Sink::Blocking(sink) => sink.write(&row, counters),

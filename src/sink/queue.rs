@@ -23,6 +23,11 @@ pub(crate) trait Weigh {
     fn weight(&self) -> usize;
     /// Control messages bypass the bounds and end a take after them.
     fn is_control(&self) -> bool;
+    /// Whether a consumer waiting for a fuller queue must be woken for this item at once
+    /// (control messages, urgent events).
+    fn wakes(&self) -> bool {
+        self.is_control()
+    }
 }
 
 /// Why an item was not queued; it comes back.
@@ -80,7 +85,10 @@ struct State<T> {
     next_ticket: u64,
     /// When the consumer last took something (or the queue was made).
     progress: Instant,
-    consumer_waiting: bool,
+    /// How many items the waiting consumer waits for (0: it is not waiting).
+    consumer_wants: usize,
+    /// Queued items that wake a waiting consumer at once.
+    wakers: usize,
     closed: bool,
 }
 
@@ -103,7 +111,8 @@ impl<T: Weigh> Queue<T> {
                 line: VecDeque::new(),
                 next_ticket: 0,
                 progress: Instant::now(),
-                consumer_waiting: false,
+                consumer_wants: 0,
+                wakers: 0,
                 closed: false,
             }),
             arrived: Condvar::new(),
@@ -117,16 +126,17 @@ impl<T: Weigh> Queue<T> {
         if state.closed {
             return Err(Refused::Closed(item));
         }
-        let control = item.is_control();
-        if !control && (!state.line.is_empty() || !state.fits(item.weight())) {
+        let (control, weight) = (item.is_control(), item.weight());
+        if !control && (!state.line.is_empty() || !state.fits(weight)) {
             return Err(Refused::Full(item));
         }
-        self.admit(&mut state, item);
+        self.admit(&mut state, item, weight);
         Ok(())
     }
 
     /// Queues `item`, waiting in line for room for as long as the consumer keeps taking
     /// items; gives up when it has taken nothing for `stall`.
+    #[inline]
     pub fn push_waiting(&self, item: T, stall: Duration) -> Result<(), Refused<T>> {
         let mut state = self.state.lock();
         if state.closed {
@@ -134,7 +144,7 @@ impl<T: Weigh> Queue<T> {
         }
         let weight = item.weight();
         if item.is_control() || (state.line.is_empty() && state.fits(weight)) {
-            self.admit(&mut state, item);
+            self.admit(&mut state, item, weight);
             return Ok(());
         }
         let ticket = state.next_ticket;
@@ -148,7 +158,7 @@ impl<T: Weigh> Queue<T> {
             }
             if state.line.front() == Some(&ticket) && state.fits(weight) {
                 state.line.pop_front();
-                self.admit(&mut state, item);
+                self.admit(&mut state, item, weight);
                 // The next in line may fit too.
                 if !state.line.is_empty() {
                     self.freed.notify_all();
@@ -170,11 +180,15 @@ impl<T: Weigh> Queue<T> {
         self.freed.notify_all();
     }
 
-    fn admit(&self, state: &mut MutexGuard<'_, State<T>>, item: T) {
-        state.bytes += item.weight();
+    fn admit(&self, state: &mut MutexGuard<'_, State<T>>, item: T, weight: usize) {
+        state.bytes += weight;
         state.events += usize::from(!item.is_control());
+        let wakes = item.wakes();
+        state.wakers += usize::from(wakes);
         state.items.push_back(item);
-        if state.consumer_waiting {
+        // The consumer sleeps until it can fill what it waits for: one wake-up per batch,
+        // not per item (it shares this lock with every producer).
+        if state.consumer_wants > 0 && (wakes || state.items.len() >= state.consumer_wants) {
             self.arrived.notify_one();
         }
     }
@@ -203,23 +217,42 @@ impl<T: Weigh> Queue<T> {
     /// Waits until there is something to take (`Items`), `until` passes, or the queue is
     /// closed and empty; takes nothing.
     pub fn wait(&self, until: Option<Instant>) -> Took {
+        self.wait_for(1, until)
+    }
+
+    /// Waits until `want` items are queued (or one that [wakes](Weigh::wakes) it),
+    /// `until` passes, or the queue is closed; takes nothing. `Items` when there is
+    /// anything to take by then.
+    pub fn wait_for(&self, want: usize, until: Option<Instant>) -> Took {
+        let want = want.max(1);
         let mut state = self.state.lock();
-        while state.items.is_empty() {
-            if state.closed {
-                return Took::Closed;
+        loop {
+            let ready = state.items.len() >= want || state.wakers > 0;
+            if ready {
+                return Took::Items { stop: false };
             }
-            state.consumer_waiting = true;
+            if state.closed {
+                return if state.items.is_empty() {
+                    Took::Closed
+                } else {
+                    Took::Items { stop: false }
+                };
+            }
+            state.consumer_wants = want;
             let timed_out;
             (state, timed_out) = match until {
                 Some(deadline) => self.arrived.wait_until(state, deadline),
                 None => (self.arrived.wait(state), false),
             };
-            state.consumer_waiting = false;
-            if timed_out && state.items.is_empty() {
-                return Took::TimedOut;
+            state.consumer_wants = 0;
+            if timed_out {
+                return if state.items.is_empty() {
+                    Took::TimedOut
+                } else {
+                    Took::Items { stop: false }
+                };
             }
         }
-        Took::Items { stop: false }
     }
 
     /// Like `take` without waiting: takes what is there (maybe nothing), up to
@@ -245,6 +278,7 @@ impl<T: Weigh> Queue<T> {
             let item = state.items.pop_front().expect("the front exists");
             state.bytes -= weight;
             state.events -= usize::from(!item.is_control());
+            state.wakers -= usize::from(item.wakes());
             (taken, bytes) = (taken + 1, bytes + weight);
             stop = item.is_control() || urgent(&item);
             out.push(item);
@@ -271,6 +305,7 @@ impl<T: Weigh> Queue<T> {
         state.closed = true;
         state.bytes = 0;
         state.events = 0;
+        state.wakers = 0;
         self.freed.notify_all();
         self.arrived.notify_all();
         state.items.drain(..).collect()
