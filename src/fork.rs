@@ -12,7 +12,7 @@
 //! `pthread_atfork` child handler bumps a generation counter instead, so a check is one
 //! atomic load; elsewhere the process id is compared. This is the crate's only `unsafe`.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Once;
 
 /// Bumped in every child right after `fork()`.
@@ -48,6 +48,28 @@ impl Owner {
 pub(crate) fn generation() -> u32 {
     watch();
     GENERATION.load(Ordering::Acquire)
+}
+
+/// The calling process's id, as `std::process::id()`, without a system call per call
+/// where the fork handler is registered: the id is kept with the generation it was read
+/// in, and read again in a new generation (a forked child).
+pub(crate) fn pid() -> u32 {
+    /// `generation << 32 | pid`, or 0 before the first read (no process has id 0).
+    static CACHED: AtomicU64 = AtomicU64::new(0);
+    let generation = generation();
+    let cached = CACHED.load(Ordering::Relaxed);
+    if HANDLER.load(Ordering::Acquire)
+        && cached as u32 != 0
+        && cached >> 32 == u64::from(generation)
+    {
+        return cached as u32;
+    }
+    let pid = std::process::id();
+    CACHED.store(
+        u64::from(generation) << 32 | u64::from(pid),
+        Ordering::Relaxed,
+    );
+    pid
 }
 
 /// Registers the fork handler, once per process (a child inherits it).
@@ -99,5 +121,11 @@ mod tests {
         };
         // With the handler, the generation alone decides (no system call per check).
         assert_eq!(other_pid.is_current(), HANDLER.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn the_cached_pid_is_the_process_id() {
+        assert_eq!(pid(), std::process::id());
+        assert_eq!(pid(), std::process::id());
     }
 }

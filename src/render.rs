@@ -140,7 +140,7 @@ impl Row {
             write_json(out, &line);
         }
         key(out, "pid");
-        write_json(out, &std::process::id());
+        write_json(out, &crate::fork::pid());
         if let Some(target) = &self.target {
             key(out, "target");
             write_json(out, target);

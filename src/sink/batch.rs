@@ -963,6 +963,23 @@ mod tests {
     }
 
     #[test]
+    fn rows_collected_for_the_next_batch_are_settled_when_close_gives_up() {
+        let settings = BatchSettings {
+            batch_size: 10,
+            flush_timeout: Duration::from_nanos(1),
+            ..settings()
+        };
+        let (_fake, batch, counters) = start(settings, vec![]);
+        push(&batch, "collected", 3);
+        // The writer takes them off the queue and waits (10 s) for the batch to fill.
+        let local = batch.existing().expect("the writer runs");
+        eventually("the rows collected", || local.queue.len() == 0);
+        batch.close();
+        let (w, f, d, u) = counts(&counters);
+        assert_eq!(w + f + d + u, 3, "{:?}", (w, f, d, u));
+    }
+
+    #[test]
     fn a_refused_batch_is_written_row_by_row() {
         let refused = Failure::Rejected(Trouble::new(Kind::Rejected, "check constraint"));
         let (fake, batch, counters) = start(settings(), vec![Answer::Fail(refused)]);
