@@ -5,8 +5,59 @@ use std::time::Duration;
 
 use tokio_postgres::config::{Host, SslMode};
 
-use crate::config::Lookup;
+use crate::settings::Lookup;
 use crate::Error;
+
+/// Where to connect, as given: a `postgresql://` URL or libpq `key=value` pairs, which
+/// may hold a password or the `%PASSWORD%` placeholder. `Debug` never shows it.
+///
+/// # Examples
+///
+/// ```
+/// let dsn = pglog::Dsn::from("postgresql://app:hunter2@db.internal/ops");
+/// assert_eq!(format!("{dsn:?}"), "Dsn(<set, not shown>)");
+/// assert_eq!(dsn.as_str(), "postgresql://app:hunter2@db.internal/ops");
+/// ```
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Dsn(String);
+
+impl Dsn {
+    /// The DSN as given, password included.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Dsn {
+    fn from(dsn: String) -> Dsn {
+        Dsn(dsn)
+    }
+}
+
+impl From<&str> for Dsn {
+    fn from(dsn: &str) -> Dsn {
+        Dsn(dsn.to_owned())
+    }
+}
+
+impl From<&String> for Dsn {
+    fn from(dsn: &String) -> Dsn {
+        Dsn(dsn.clone())
+    }
+}
+
+impl From<std::borrow::Cow<'_, str>> for Dsn {
+    fn from(dsn: std::borrow::Cow<'_, str>) -> Dsn {
+        Dsn(dsn.into_owned())
+    }
+}
+
+impl std::fmt::Debug for Dsn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dsn(<set, not shown>)")
+    }
+}
 
 /// Replaced in a DSN by the password from the environment.
 pub(crate) const PLACEHOLDER: &str = "%PASSWORD%";
@@ -332,7 +383,7 @@ pub(crate) fn describe(config: &tokio_postgres::Config) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::tests::env;
+    use crate::settings::tests::env;
 
     const T: Duration = Duration::from_secs(3);
     /// The issue's example: every character that means something in a URL or a

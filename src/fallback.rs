@@ -11,7 +11,6 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::render::Row;
-use crate::stats::Counters;
 
 /// Writes an event that could not be stored, as one readable line:
 /// `<UTC time> <LEVEL> <target>: <message> <key-values as JSON>`.
@@ -164,18 +163,10 @@ fn escape_json_into(out: &mut String, json: &str) {
     }
 }
 
-/// Sends an event that will not be stored to stderr, counting it: every path that gives
-/// up on the table ends here.
-pub(crate) fn divert(row: &Row, counters: &Counters) {
-    Counters::add(&counters.fallback, 1);
-    event(row);
-}
-
-/// Like [`divert`], for an event whose write was sent and never answered: it may be in
+/// Like [`event`], for an event whose write was sent and never answered: it may be in
 /// the table as well. Its line says so (`"pglog_outcome":"unknown"`), so that a reader
 /// (or a replay) can tell.
-pub(crate) fn divert_uncertain(row: &Row, counters: &Counters) {
-    Counters::add(&counters.uncertain, 1);
+pub(crate) fn uncertain_event(row: &Row) {
     // Printed even when echoed: the echo did not say the write was in doubt.
     write_line(&format_event_with(row, true));
 }
@@ -188,6 +179,9 @@ pub(crate) fn notice(message: &str) {
     escape_into(&mut line, message);
     write_line(&line);
 }
+
+/// How often the same kind of trouble may be reported on stderr.
+pub(crate) const NOTICE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Lets through one notice per interval, so that a dead database cannot print a notice
 /// per event. The first call always passes.
@@ -204,6 +198,11 @@ impl RateLimit {
             interval,
             last: AtomicU64::new(0),
         }
+    }
+
+    /// A notice said once in the process's life.
+    pub const fn once() -> RateLimit {
+        RateLimit::new(Duration::MAX)
     }
 
     /// Writes `message()` as a notice unless one passed less than an interval ago.

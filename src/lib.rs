@@ -72,9 +72,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-mod bounds;
 mod builder;
-mod config;
 mod dsn;
 mod error;
 mod fallback;
@@ -84,20 +82,23 @@ mod logger;
 mod render;
 mod schema;
 mod scope;
+mod settings;
 #[cfg(feature = "signals")]
 mod signals;
 mod sink;
+mod start;
 mod stats;
 mod sync;
 mod tls;
 
-pub use builder::{init, Builder, DEFAULT_TABLE};
-pub use config::Config;
+pub use builder::{init, Builder};
+pub use dsn::Dsn;
 pub use error::Error;
 pub use guard::Guard;
 pub use log;
 pub use logger::Logger;
 pub use scope::{scope, Scope};
+pub use settings::{Config, DEFAULT_TABLE};
 pub use sink::Overflow;
 pub use stats::Stats;
 

@@ -11,7 +11,7 @@ use crate::fallback::{self, RateLimit};
 use crate::render::{render, render_capped};
 use crate::scope;
 use crate::sink::Sink;
-use crate::stats::{Counters, Stats};
+use crate::stats::{Counters, Outcome, Stats};
 
 /// Crates whose records describe pglog's own database traffic. Storing them would need
 /// the very connection they are about, so they never reach the table (see [`Logger`]).
@@ -26,7 +26,6 @@ thread_local! {
 /// State shared by the logger and its guard.
 pub(crate) struct Core {
     pub sink: Sink,
-    pub counters: Arc<Counters>,
     pub panic_notice: RateLimit,
     /// Events at or above this level are also written to stderr.
     pub echo: LevelFilter,
@@ -38,8 +37,7 @@ pub(crate) struct Core {
 
 impl Core {
     pub fn stats(&self) -> Stats {
-        self.counters
-            .snapshot(self.sink.queue_depth(), self.sink.database_reachable())
+        self.sink.stats()
     }
 }
 
@@ -76,10 +74,11 @@ impl Logger {
 
     fn side_channel(&self, record: &Record<'_>, now: DateTime<Utc>, recursive: bool) {
         if record.level() <= Level::Warn {
-            fallback::divert(&render(record, now), &self.core.counters);
+            self.counters()
+                .settle_one(&render(record, now), Outcome::NotStored);
             return;
         }
-        Counters::add(&self.core.counters.dropped, 1);
+        self.counters().add_dropped();
         // The driver's own records are dropped by design (see the type's docs); a
         // program's records logged while pglog writes deserve a word.
         if recursive {
@@ -140,7 +139,7 @@ impl Log for Logger {
         if !self.filter.matches(record) {
             return;
         }
-        Counters::add(&self.core.counters.logged, 1);
+        self.counters().add_logged();
         let now = Utc::now();
         // The last resort: nothing below may unwind out of a log call (an unwinding
         // panic in a thread-local's destructor aborts the process). Every path below
@@ -156,7 +155,8 @@ impl Log for Logger {
                 .target(record.target())
                 .build();
             let _ = catch_unwind(AssertUnwindSafe(|| {
-                fallback::divert(&render(&placeholder, now), &self.core.counters)
+                self.counters()
+                    .settle_one(&render(&placeholder, now), Outcome::NotStored)
             }));
         }
     }
@@ -167,6 +167,10 @@ impl Log for Logger {
 }
 
 impl Logger {
+    fn counters(&self) -> &Counters {
+        self.core.sink.counters()
+    }
+
     fn log_inner(&self, record: &Record<'_>, now: DateTime<Utc>) {
         if is_driver(record.target()) {
             self.side_channel(record, now, false);
@@ -200,7 +204,8 @@ impl Logger {
                     .file(record.file())
                     .line(record.line())
                     .build();
-                fallback::divert(&render(&placeholder, now), &self.core.counters);
+                self.counters()
+                    .settle_one(&render(&placeholder, now), Outcome::NotStored);
                 return;
             }
         };
@@ -211,7 +216,7 @@ impl Logger {
             fallback::event(&row);
             row.echoed = true;
         }
-        self.core.sink.write(row, &self.core.counters);
+        self.core.sink.write(row);
     }
 }
 

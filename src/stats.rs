@@ -1,6 +1,10 @@
-//! Counters of where events went, and the snapshot users read from the guard.
+//! Where events went: the counters, the one place that settles an event (counts it and,
+//! unless it was stored, writes it to stderr), and the snapshot users read from the guard.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::fallback;
+use crate::render::Row;
 
 /// Where events went since the logger was built, and the database's state now.
 ///
@@ -24,7 +28,9 @@ pub struct Stats {
     /// connection broke mid-statement): they went to stderr too, and may also be in the
     /// table. A duplicate beats a loss.
     pub uncertain: u64,
-    /// Failed attempts to (re)connect to the database, and batches tried again.
+    /// Attempts to connect that failed (pglog reconnects in the background while the
+    /// database is away), plus, in batch mode, batches written again after a failure
+    /// that left them unwritten.
     pub retries: u64,
     /// Events waiting to be written: queued, or in the batch being written (always 0 in
     /// blocking mode).
@@ -33,16 +39,28 @@ pub struct Stats {
     pub database_reachable: bool,
 }
 
+/// What became of one event's write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Stored,
+    NotStored,
+    /// Sent and never answered: maybe stored.
+    Uncertain,
+}
+
+/// The counts behind [`Stats`]. Made once per logger by its sink, which hands it to the
+/// parts that settle events; only [`Counters::settle`] counts an event as written, on
+/// stderr or uncertain.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     /// Incremented by every log call: on a cache line of its own, apart from the counters
     /// the batch writer updates from another core.
-    pub logged: Padded,
-    pub written: AtomicU64,
-    pub fallback: AtomicU64,
-    pub dropped: AtomicU64,
-    pub uncertain: AtomicU64,
-    pub retries: AtomicU64,
+    logged: Padded,
+    written: AtomicU64,
+    fallback: AtomicU64,
+    dropped: AtomicU64,
+    uncertain: AtomicU64,
+    retries: AtomicU64,
 }
 
 /// An `AtomicU64` alone on its cache line.
@@ -58,8 +76,49 @@ impl std::ops::Deref for Padded {
 }
 
 impl Counters {
-    pub fn add(counter: &AtomicU64, n: u64) {
+    fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `rows` as `outcome`; those not stored go to stderr (the uncertain ones
+    /// marked so). Every event that leaves pglog, other than a counted drop, passes here.
+    pub fn settle(&self, rows: &[Row], outcome: Outcome) {
+        match outcome {
+            Outcome::Stored => Counters::add(&self.written, rows.len() as u64),
+            Outcome::NotStored => {
+                for row in rows {
+                    Counters::add(&self.fallback, 1);
+                    fallback::event(row);
+                }
+            }
+            Outcome::Uncertain => {
+                for row in rows {
+                    Counters::add(&self.uncertain, 1);
+                    fallback::uncertain_event(row);
+                }
+            }
+        }
+    }
+
+    /// [`Counters::settle`] of one event.
+    pub fn settle_one(&self, row: &Row, outcome: Outcome) {
+        self.settle(std::slice::from_ref(row), outcome);
+    }
+
+    /// One event that passed the level filter.
+    #[inline]
+    pub fn add_logged(&self) {
+        Counters::add(&self.logged, 1);
+    }
+
+    /// One event discarded, under a policy that says so.
+    pub fn add_dropped(&self) {
+        Counters::add(&self.dropped, 1);
+    }
+
+    /// One failed connect, or one batch tried again.
+    pub fn add_retry(&self) {
+        Counters::add(&self.retries, 1);
     }
 
     pub fn snapshot(&self, queue_depth: usize, database_reachable: bool) -> Stats {

@@ -8,10 +8,11 @@
 //! that demands TLS is a configuration error.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tokio_postgres::config::SslMode;
 
+use crate::settings::Lookup;
 use crate::Error;
 
 /// How sessions reach the server.
@@ -32,15 +33,36 @@ impl fmt::Debug for Transport {
     }
 }
 
+/// libpq's root certificate variable: used when no pglog setting names one.
+const ENV_LIBPQ_ROOT_CERT: &str = "PGSSLROOTCERT";
+
 /// A root certificate file and the setting that named it, for messages.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RootCert<'a> {
-    pub path: &'a Path,
+#[derive(Debug, Clone)]
+pub(crate) struct RootCert {
+    pub path: PathBuf,
     pub key: &'static str,
     /// Set by pglog's own settings rather than libpq's `PGSSLROOTCERT` convention. Only
     /// then does `sslmode=prefer` verify with it, and is a build without TLS told that it
     /// cannot honour it.
     pub explicit: bool,
+}
+
+/// The root certificate to use: the `root_cert` setting, else (when libpq's variables are
+/// read, through `libpq_env`) `PGSSLROOTCERT`.
+pub(crate) fn root_cert(setting: Option<&Path>, libpq_env: Option<Lookup<'_>>) -> Option<RootCert> {
+    if let Some(path) = setting {
+        return Some(RootCert {
+            path: path.to_owned(),
+            key: "root_cert",
+            explicit: true,
+        });
+    }
+    let path = libpq_env.and_then(|env| env(ENV_LIBPQ_ROOT_CERT))?;
+    Some(RootCert {
+        path: PathBuf::from(path),
+        key: ENV_LIBPQ_ROOT_CERT,
+        explicit: false,
+    })
 }
 
 /// The transport `driver` (whose `sslmode` is final) needs.
@@ -52,7 +74,7 @@ pub(crate) struct RootCert<'a> {
 #[cfg(not(feature = "tls-rustls"))]
 pub(crate) fn transport(
     driver: &tokio_postgres::Config,
-    root_cert: Option<RootCert<'_>>,
+    root_cert: Option<RootCert>,
 ) -> Result<Transport, Error> {
     if driver.get_ssl_mode() == SslMode::Require {
         return Err(Error::config(
@@ -82,7 +104,7 @@ pub(crate) fn transport(
 #[cfg(feature = "tls-rustls")]
 pub(crate) fn transport(
     driver: &tokio_postgres::Config,
-    root_cert: Option<RootCert<'_>>,
+    root_cert: Option<RootCert>,
 ) -> Result<Transport, Error> {
     let mode = driver.get_ssl_mode();
     if mode == SslMode::Disable {
@@ -110,7 +132,7 @@ mod rustls_support {
     use super::RootCert;
     use crate::Error;
 
-    pub(super) fn client_config(root_cert: Option<RootCert<'_>>) -> Result<ClientConfig, Error> {
+    pub(super) fn client_config(root_cert: Option<RootCert>) -> Result<ClientConfig, Error> {
         // An explicit provider: the process-wide default may be unset, or another
         // crate's choice.
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -128,7 +150,7 @@ mod rustls_support {
         })
     }
 
-    fn roots(root: RootCert<'_>) -> Result<RootCertStore, Error> {
+    fn roots(root: RootCert) -> Result<RootCertStore, Error> {
         let fail = |why: String| {
             Error::config(
                 root.key,
@@ -140,7 +162,7 @@ mod rustls_support {
             )
         };
         let mut store = RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(root.path).map_err(|e| fail(e.to_string()))? {
+        for cert in CertificateDer::pem_file_iter(&root.path).map_err(|e| fail(e.to_string()))? {
             let cert = cert.map_err(|e| fail(e.to_string()))?;
             store.add(cert).map_err(|e| fail(e.to_string()))?;
         }
@@ -209,12 +231,25 @@ mod tests {
         dsn.parse().unwrap()
     }
 
-    fn missing() -> RootCert<'static> {
+    fn missing() -> RootCert {
         RootCert {
-            path: Path::new("/nonexistent/ca.pem"),
+            path: PathBuf::from("/nonexistent/ca.pem"),
             key: "root_cert",
             explicit: true,
         }
+    }
+
+    #[test]
+    fn the_setting_wins_over_pgsslrootcert_which_is_read_only_with_the_environment() {
+        let env = |name: &str| (name == "PGSSLROOTCERT").then(|| "/libpq/ca.pem".to_owned());
+        let chosen = root_cert(Some(Path::new("/mine.pem")), Some(&env)).unwrap();
+        assert_eq!(
+            (chosen.path.to_str(), chosen.explicit),
+            (Some("/mine.pem"), true)
+        );
+        let chosen = root_cert(None, Some(&env)).unwrap();
+        assert_eq!((chosen.key, chosen.explicit), ("PGSSLROOTCERT", false));
+        assert!(root_cert(None, None).is_none());
     }
 
     #[test]
@@ -273,7 +308,7 @@ mod tests {
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
         let root = RootCert {
-            path: &empty,
+            path: empty,
             ..missing()
         };
         let msg = transport(&driver("host=h"), Some(root))

@@ -2,10 +2,10 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use super::database::{Database, Outcome, NOTICE_INTERVAL};
-use crate::fallback::{self, RateLimit};
+use super::database::Database;
+use crate::fallback::{RateLimit, NOTICE_INTERVAL};
 use crate::render::Row;
-use crate::stats::Counters;
+use crate::stats::Outcome;
 
 pub(crate) struct Blocking {
     db: Database,
@@ -24,8 +24,9 @@ impl Blocking {
         &self.db
     }
 
-    pub fn write(&self, row: &Row, counters: &Counters) {
-        let outcome = if needs_own_thread() {
+    /// Writes `row`; never panics.
+    pub fn write(&self, row: &Row) -> Outcome {
+        if needs_own_thread() {
             // A session drives its connection on a runtime of its own, which cannot run
             // inside another one, nor on a thread whose thread-locals are being destroyed
             // (a log call from a thread-local's destructor); a plain thread is fine. Costs
@@ -39,11 +40,6 @@ impl Blocking {
             })
         } else {
             self.try_write(row)
-        };
-        match outcome {
-            Outcome::Stored => Counters::add(&counters.written, 1),
-            Outcome::NotStored => fallback::divert(row, counters),
-            Outcome::Uncertain => fallback::divert_uncertain(row, counters),
         }
     }
 

@@ -21,14 +21,12 @@ use super::health::{Admit, Health};
 use super::pool::{Check, Connect, NoSession, Pool, PoolSettings, Pooled};
 use super::session::{Session, SessionConfig, CANCEL_GRACE};
 use super::trouble::{Kind, Trouble};
-use crate::fallback::{self, RateLimit};
+use crate::fallback::{self, RateLimit, NOTICE_INTERVAL};
 use crate::fork::Owner;
 use crate::render::Row;
-use crate::stats::Counters;
+use crate::stats::{Counters, Outcome};
 use crate::sync::RwLock;
 
-/// How often the same kind of trouble may be reported on stderr.
-pub(crate) const NOTICE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a probe of a failed database may take before it is canceled: a probe runs
 /// on a caller's thread.
 pub(crate) const PROBE_LIMIT: Duration = Duration::from_millis(50);
@@ -50,15 +48,6 @@ pub(crate) enum Failure {
     Rejected(Trouble),
 }
 
-/// What became of one event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Stored,
-    NotStored,
-    /// Sent and never answered: maybe stored.
-    Uncertain,
-}
-
 /// Opens sessions for the pool; counts failed attempts.
 struct Connector {
     config: Arc<SessionConfig>,
@@ -69,7 +58,7 @@ impl Connect for Connector {
     type Session = Session;
 
     fn connect(&self) -> Result<Session, Trouble> {
-        Session::open(&self.config).inspect_err(|_| Counters::add(&self.counters.retries, 1))
+        Session::open(&self.config).inspect_err(|_| self.counters.add_retry())
     }
 }
 

@@ -22,11 +22,20 @@ use batch::Batch;
 use blocking::Blocking;
 use database::Database;
 
-use crate::fallback;
-use crate::render::Row;
-use crate::stats::Counters;
+use std::sync::Arc;
 
-pub(crate) enum Sink {
+use crate::render::Row;
+use crate::stats::{Counters, Outcome, Stats};
+
+/// Where a logger's events go, and the count of where they went: the sink makes the
+/// [`Counters`] and hands them to the parts that settle events (the batch writer, the
+/// pool's connector); nothing else counts an event as written, on stderr or uncertain.
+pub(crate) struct Sink {
+    counters: Arc<Counters>,
+    route: Route,
+}
+
+enum Route {
     /// One INSERT per event on the caller's thread.
     Blocking(Blocking),
     /// A bounded queue and a writer thread.
@@ -37,6 +46,14 @@ pub(crate) enum Sink {
 }
 
 impl Sink {
+    /// A sink writing every event to stderr.
+    pub fn stderr() -> Sink {
+        Sink {
+            counters: Arc::default(),
+            route: Route::Stderr,
+        }
+    }
+
     /// A sink writing to the database: blocking, or batch mode with `batch` settings.
     /// Waits at most the connect timeout for a first session (see [`Database::start`]).
     pub fn database(
@@ -44,13 +61,25 @@ impl Sink {
         pool: PoolSettings,
         pool_wait: std::time::Duration,
         batch: Option<BatchSettings>,
-        counters: &std::sync::Arc<Counters>,
     ) -> Sink {
-        let db = Database::start(session, pool, pool_wait, counters);
-        match batch {
-            Some(settings) => Sink::Batch(Batch::start(db, settings, counters)),
-            None => Sink::Blocking(Blocking::new(db)),
-        }
+        let counters = Arc::<Counters>::default();
+        let db = Database::start(session, pool, pool_wait, &counters);
+        let route = match batch {
+            Some(settings) => Route::Batch(Batch::start(db, settings, &counters)),
+            None => Route::Blocking(Blocking::new(db)),
+        };
+        Sink { counters, route }
+    }
+
+    /// The counts of where events went, for the parts of the logger that settle events
+    /// before they reach the sink (the recursion guard, the panic guard).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.counters
+            .snapshot(self.queue_depth(), self.database_reachable())
     }
 
     /// The reason the database is unusable right now, if it is.
@@ -59,53 +88,55 @@ impl Sink {
     }
 
     fn db(&self) -> Option<&Database> {
-        match self {
-            Sink::Blocking(sink) => Some(sink.database()),
-            Sink::Batch(sink) => Some(sink.database()),
-            Sink::Stderr => None,
+        match &self.route {
+            Route::Blocking(sink) => Some(sink.database()),
+            Route::Batch(sink) => Some(sink.database()),
+            Route::Stderr => None,
         }
     }
 
+    /// Stores `row`, else writes it to stderr; counted either way (in batch mode, once
+    /// the writer has settled it).
     #[inline]
-    pub fn write(&self, row: Row, counters: &Counters) {
-        match self {
-            Sink::Blocking(sink) => sink.write(&row, counters),
-            Sink::Batch(sink) => sink.enqueue(row),
-            Sink::Stderr => fallback::divert(&row, counters),
+    pub fn write(&self, row: Row) {
+        match &self.route {
+            Route::Blocking(sink) => self.counters.settle_one(&row, sink.write(&row)),
+            Route::Batch(sink) => sink.enqueue(row),
+            Route::Stderr => self.counters.settle_one(&row, Outcome::NotStored),
         }
     }
 
     /// Returns when every event handed to the sink so far is committed or on stderr
     /// (in batch mode: or after the flush timeout).
     pub fn flush(&self) {
-        match self {
-            Sink::Batch(sink) => sink.flush(),
+        match &self.route {
+            Route::Batch(sink) => sink.flush(),
             // Each write commits or falls back before it returns: nothing is pending.
-            Sink::Blocking(..) | Sink::Stderr => {}
+            Route::Blocking(..) | Route::Stderr => {}
         }
     }
 
     /// Flushes and stops background work, and ends idle sessions cleanly; events logged
     /// later go to stderr (batch) or are written as before (blocking).
     pub fn close(&self) {
-        match self {
-            Sink::Batch(sink) => {
+        match &self.route {
+            Route::Batch(sink) => {
                 sink.close();
                 sink.database().close_idle();
             }
-            Sink::Blocking(sink) => sink.database().close_idle(),
-            Sink::Stderr => {}
+            Route::Blocking(sink) => sink.database().close_idle(),
+            Route::Stderr => {}
         }
     }
 
-    pub fn queue_depth(&self) -> usize {
-        match self {
-            Sink::Batch(sink) => sink.queue_depth(),
-            Sink::Blocking(..) | Sink::Stderr => 0,
+    fn queue_depth(&self) -> usize {
+        match &self.route {
+            Route::Batch(sink) => sink.queue_depth(),
+            Route::Blocking(..) | Route::Stderr => 0,
         }
     }
 
-    pub fn database_reachable(&self) -> bool {
+    fn database_reachable(&self) -> bool {
         self.db().is_some_and(Database::reachable)
     }
 }

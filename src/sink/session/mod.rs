@@ -30,20 +30,21 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
-use tokio::io::AsyncReadExt;
 use tokio::runtime::Runtime;
 use tokio_postgres::config::SslMode;
-use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
 use super::connect::{drive, Address, Broken, Drive, Endpoint, NoticeHandler};
-use super::copy;
 use super::pool::Check;
 use super::trouble::{Kind, Trouble};
 use crate::fork::Owner;
 use crate::render::Row;
 use crate::schema::{self, Table};
+
+mod wire;
+
+use wire::{announced_pid, copy_rows, Data};
 
 /// How long after a statement's bound the answer to the cancel request is awaited.
 pub(crate) const CANCEL_GRACE: Duration = Duration::from_millis(250);
@@ -676,93 +677,4 @@ async fn finish<T>(
         )
         .maybe_done()),
     }
-}
-
-/// The backend process id in the cancel key the server sent at startup, read from a
-/// cancel request written into memory instead of a socket.
-async fn announced_pid(client: &Client) -> Option<i32> {
-    /// A cancel request: length 16, this code, process id, secret key.
-    const CANCEL_REQUEST_CODE: i32 = 80_877_102;
-    let (mut ours, mut theirs) = tokio::io::duplex(64);
-    client
-        .cancel_token()
-        .cancel_query_raw(&mut ours, tokio_postgres::NoTls)
-        .await
-        .ok()?;
-    let mut request = [0u8; 16];
-    theirs.read_exact(&mut request).await.ok()?;
-    let word = |at: usize| {
-        i32::from_be_bytes([
-            request[at],
-            request[at + 1],
-            request[at + 2],
-            request[at + 3],
-        ])
-    };
-    (word(0) == 16 && word(4) == CANCEL_REQUEST_CODE).then(|| word(8))
-}
-
-/// One binary COPY of `rows`, sent in chunks.
-async fn copy_rows(
-    client: &Client,
-    statement: Statement,
-    rows: &[Row],
-    jsonb: bool,
-) -> Result<u64, tokio_postgres::Error> {
-    use futures_util::SinkExt;
-    // The driver sends what it is given as it comes: hand it chunks of this size.
-    const CHUNK: usize = 256 * 1024;
-    let sink = client.copy_in::<_, bytes::Bytes>(&statement).await?;
-    let mut sink = pin!(sink);
-    let mut buf = BytesMut::with_capacity(CHUNK + 4096);
-    let mut bytes = Vec::with_capacity(CHUNK + 4096);
-    copy::header(&mut bytes);
-    for row in rows {
-        copy::row(&mut bytes, row, jsonb);
-        if bytes.len() >= CHUNK {
-            buf.extend_from_slice(&bytes);
-            bytes.clear();
-            sink.send(buf.split().freeze()).await?;
-        }
-    }
-    copy::trailer(&mut bytes);
-    buf.extend_from_slice(&bytes);
-    sink.send(buf.split().freeze()).await?;
-    let rows = sink.as_mut().finish().await?;
-    // `finish` returns at the COPY's CommandComplete, which the server sends before it
-    // commits (at the Sync that follows): a backend that dies in between rolls the rows
-    // back. The answer to an empty query comes after that commit, so only it confirms one.
-    client.simple_query("").await?;
-    Ok(rows)
-}
-
-/// The `data` column, serialized from the row: JSON text, after a version byte for
-/// binary `jsonb`.
-#[derive(Debug)]
-struct Data<'a> {
-    row: &'a Row,
-    jsonb: bool,
-}
-
-impl ToSql for Data<'_> {
-    fn to_sql(
-        &self,
-        _: &Type,
-        out: &mut BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        if self.jsonb {
-            out.put_u8(copy::JSONB_VERSION);
-        }
-        // Through a small buffer: measured cheaper than `BytesMut`'s `io::Write` adapter.
-        let mut text = Vec::with_capacity(256);
-        self.row.write_data(&mut text);
-        out.extend_from_slice(&text);
-        Ok(IsNull::No)
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSONB || *ty == Type::JSON
-    }
-
-    to_sql_checked!();
 }
