@@ -772,6 +772,9 @@ fn a_batch_too_slow_for_the_timeout_is_written_in_halves() {
     let (logger, guard) = batch_builder(&dsn, "halves")
         .statement_timeout(Duration::from_secs(1))
         .flush_interval(Duration::from_secs(60))
+        // Halving takes about 4 s here, close to the 5 s default: a loaded machine must
+        // not turn this check of halving into one of the flush timeout.
+        .flush_timeout(Duration::from_secs(60))
         .build()
         .unwrap();
     for i in 0..1_000 {
