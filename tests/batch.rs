@@ -47,6 +47,10 @@ fn main() {
             a_poison_row_spares_its_batch,
         ),
         (
+            "a_poison_row_refused_at_commit_spares_its_batch",
+            a_poison_row_refused_at_commit_spares_its_batch,
+        ),
+        (
             "server_stopped_and_restarted_mid_run",
             server_stopped_and_restarted_mid_run,
         ),
@@ -340,6 +344,39 @@ fn a_poison_row_spares_its_batch() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(events, ["a", "b", "c", "d"]);
+}
+
+/// The same, refused only when the transaction commits (a deferred constraint trigger):
+/// after the server has already said the COPY is complete.
+fn a_poison_row_refused_at_commit_spares_its_batch() {
+    open_levels();
+    let dsn = fresh_db("poison_commit");
+    let (logger, guard) = batch_builder(&dsn, "pc")
+        .flush_interval(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    connect(&dsn)
+        .batch_execute(
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN IF NEW.event = 'poison' THEN RAISE EXCEPTION 'poison at commit'; END IF; \
+             RETURN NULL; END $$; \
+             CREATE CONSTRAINT TRIGGER refuse_poison AFTER INSERT ON pc \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+        )
+        .unwrap();
+    for event in ["a", "b", "poison", "c", "d"] {
+        log::info!(logger: &logger, "{event}");
+    }
+    guard.flush();
+    let stats = guard.stats();
+    let events: Vec<String> = connect(&dsn)
+        .query("SELECT event FROM pc ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(events, ["a", "b", "c", "d"], "{stats:?}");
+    assert_eq!((stats.written, stats.fallback), (4, 1), "{stats:?}");
 }
 
 // --- outage -------------------------------------------------------------------------------------

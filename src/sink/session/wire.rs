@@ -62,11 +62,20 @@ pub(super) async fn copy_rows(
     buf.extend_from_slice(&bytes);
     sink.send(buf.split().freeze()).await?;
     let rows = sink.as_mut().finish().await?;
-    // `finish` returns at the COPY's CommandComplete, which the server sends before it
-    // commits (at the Sync that follows): a backend that dies in between rolls the rows
-    // back. The answer to an empty query comes after that commit, so only it confirms one.
-    client.simple_query("").await?;
-    Ok(rows)
+    // `finish` returns at the COPY's CommandComplete, but the server commits only at the
+    // Sync that follows, and the commit can still fail: a deferred constraint, a statement
+    // timeout that fires in between, a backend that dies. The rows are then rolled back.
+    // What the server says next reaches the same response stream, so reading on tells:
+    // ReadyForQuery means committed (the driver, expecting nothing more, calls it an
+    // unexpected message); an error from the server, or a closed connection, means not,
+    // or not known.
+    match sink.as_mut().finish().await {
+        Err(e) if e.as_db_error().is_some() || e.is_closed() => Err(e),
+        Err(e) if e.to_string().contains("unexpected message") => Ok(rows),
+        Err(e) => Err(e),
+        // A second CommandComplete cannot follow a COPY.
+        Ok(_) => Ok(rows),
+    }
 }
 
 /// The `data` column, serialized from the row: JSON text, after a version byte for
