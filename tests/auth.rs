@@ -4,10 +4,8 @@
 //! nothing from the environment.
 
 mod common;
-mod support;
 
 use common::*;
-use support::*;
 
 /// Logs three events through a logger built from `builder`, and returns the guard's
 /// count of stored events and whatever `during` saw while the logger was live.
@@ -19,10 +17,6 @@ fn log_three<T>(builder: pglog::Builder, during: impl FnOnce() -> T) -> (u64, T)
     log::error!(logger: &logger, step = 3; "third");
     let seen = during();
     (guard.stats().written, seen)
-}
-
-fn events(dsn: &str, table: &str) -> Vec<String> {
-    rows(dsn, table).into_iter().map(|r| r.event).collect()
 }
 
 fn startup_error(builder: pglog::Builder) -> String {

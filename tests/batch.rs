@@ -9,8 +9,6 @@ use common::*;
 use log::{LevelFilter, Log};
 use pglog::Overflow;
 
-const LIMIT: Duration = Duration::from_secs(180);
-
 fn main() {
     if let Some(program) = child_program() {
         match program.as_str() {
@@ -24,71 +22,26 @@ fn main() {
         }
         return;
     }
-    run_checks(&[
-        (
-            "forty_thousand_events_from_four_threads_land",
-            forty_thousand_events_from_four_threads_land,
-        ),
-        (
-            "guard_drop_delivers_every_event_exactly_once",
-            guard_drop_delivers_every_event_exactly_once,
-        ),
-        (
-            "flush_commits_what_was_queued_before_it",
-            flush_commits_what_was_queued_before_it,
-        ),
-        ("drop_policy_counts_exactly", drop_policy_counts_exactly),
-        (
-            "block_policy_waits_boundedly_then_falls_back",
-            block_policy_waits_boundedly_then_falls_back,
-        ),
-        (
-            "a_poison_row_spares_its_batch",
-            a_poison_row_spares_its_batch,
-        ),
-        (
-            "a_poison_row_refused_at_commit_spares_its_batch",
-            a_poison_row_refused_at_commit_spares_its_batch,
-        ),
-        (
-            "server_stopped_and_restarted_mid_run",
-            server_stopped_and_restarted_mid_run,
-        ),
-        (
-            "a_shutdown_that_cannot_finish_loses_nothing",
-            a_shutdown_that_cannot_finish_loses_nothing,
-        ),
-        (
-            "eight_busy_threads_never_overflow",
-            eight_busy_threads_never_overflow,
-        ),
-        (
-            "big_events_are_bounded_in_bytes",
-            big_events_are_bounded_in_bytes,
-        ),
-        (
-            "sigterm_and_sigint_without_the_option_lose_at_most_the_queue",
-            sigterm_and_sigint_without_the_option_lose_at_most_the_queue,
-        ),
+    checks![
+        forty_thousand_events_from_four_threads_land,
+        guard_drop_delivers_every_event_exactly_once,
+        flush_commits_what_was_queued_before_it,
+        drop_policy_counts_exactly,
+        block_policy_waits_boundedly_then_falls_back,
+        a_poison_row_spares_its_batch,
+        a_poison_row_refused_at_commit_spares_its_batch,
+        server_stopped_and_restarted_mid_run,
+        a_shutdown_that_cannot_finish_loses_nothing,
+        eight_busy_threads_never_overflow,
+        big_events_are_bounded_in_bytes,
+        sigterm_and_sigint_without_the_option_lose_at_most_the_queue,
         #[cfg(feature = "signals")]
-        (
-            "sigterm_and_sigint_with_the_option_lose_nothing",
-            sigterm_and_sigint_with_the_option_lose_nothing,
-        ),
+        sigterm_and_sigint_with_the_option_lose_nothing,
         #[cfg(not(feature = "signals"))]
-        (
-            "flush_on_signal_names_its_feature",
-            flush_on_signal_names_its_feature,
-        ),
-        (
-            "a_json_data_column_takes_batches",
-            a_json_data_column_takes_batches,
-        ),
-        (
-            "a_batch_too_slow_for_the_timeout_is_written_in_halves",
-            a_batch_too_slow_for_the_timeout_is_written_in_halves,
-        ),
-    ]);
+        flush_on_signal_names_its_feature,
+        a_json_data_column_takes_batches,
+        a_batch_too_slow_for_the_timeout_is_written_in_halves,
+    ];
 }
 
 fn batch_builder(dsn: &str, table: &str) -> pglog::Builder {
@@ -97,7 +50,7 @@ fn batch_builder(dsn: &str, table: &str) -> pglog::Builder {
 
 fn count(dsn: &str, table: &str) -> i64 {
     connect(dsn)
-        .query_one(&format!("SELECT count(*) FROM {}", pglog_quote(table)), &[])
+        .query_one(&format!("SELECT count(*) FROM {}", quote_ident(table)), &[])
         .unwrap()
         .get(0)
 }
@@ -135,7 +88,7 @@ fn forty_thousand_program() {
 
 fn forty_thousand_events_from_four_threads_land() {
     let dsn = fresh_db("forty");
-    let output = run_child("forty_thousand", &[("TEST_DSN", &dsn)], LIMIT);
+    let output = run_child("forty_thousand", &[("TEST_DSN", &dsn)]);
     assert_success(&output);
     assert_no_notices(&output);
     let mut client = connect(&dsn);
@@ -392,7 +345,7 @@ fn outage_program() {
 }
 
 fn server_stopped_and_restarted_mid_run() {
-    let output = run_child("outage", &[], LIMIT);
+    let output = run_child("outage", &[]);
     let (rows, lines) = check_outage(&output, OUTAGE_EVENTS);
     let elapsed = String::from_utf8_lossy(&output.stdout)
         .lines()
@@ -403,10 +356,6 @@ fn server_stopped_and_restarted_mid_run() {
 }
 
 // --- a shutdown that cannot finish --------------------------------------------------------------
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"))
-}
 
 const SHUTDOWN_EVENTS: u64 = 300;
 
@@ -467,7 +416,7 @@ fn slow_shutdown_program() {
 fn a_shutdown_that_cannot_finish_loses_nothing() {
     let flush_timeout = Duration::from_secs(5);
     for fault in ["slow", "frozen", "nanosecond"] {
-        let output = run_child("slow_shutdown", &[("TEST_FAULT", fault)], LIMIT);
+        let output = run_child("slow_shutdown", &[("TEST_FAULT", fault)]);
         assert_success(&output);
         let stdout = String::from_utf8_lossy(&output.stdout);
         let value = |prefix: &str| {
@@ -533,7 +482,7 @@ fn many_threads_program() {
 
 fn eight_busy_threads_never_overflow() {
     let dsn = fresh_db("busy");
-    let output = run_child("many_threads", &[("TEST_DSN", &dsn)], LIMIT);
+    let output = run_child("many_threads", &[("TEST_DSN", &dsn)]);
     assert_success(&output);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -604,7 +553,7 @@ fn big_events_program() {
 
 fn big_events_are_bounded_in_bytes() {
     let dsn = fresh_db("big");
-    let output = run_child("big_events", &[("TEST_DSN", &dsn)], LIMIT);
+    let output = run_child("big_events", &[("TEST_DSN", &dsn)]);
     assert_success(&output);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let peak_kb: u64 = stdout

@@ -6,14 +6,12 @@
 //! variables leaks in, in a scratch directory holding the configuration file under test.
 
 mod common;
-mod support;
 
 use std::fs;
 use std::path::Path;
 use std::process::Output;
 
 use common::*;
-use support::*;
 
 /// What the `init` program stores at the default level, in order.
 const STORED: [&str; 5] = [
@@ -33,64 +31,25 @@ fn main() {
         }
         return;
     }
-    run_checks(&[
-        (
-            "acceptance_stogger_file_and_password_with_url_specials",
-            acceptance_stogger_file_and_password_with_url_specials,
-        ),
-        (
-            "key_value_dsn_with_pglog_password",
-            key_value_dsn_with_pglog_password,
-        ),
-        (
-            "stogger_env_overrides_the_file",
-            stogger_env_overrides_the_file,
-        ),
-        (
-            "pglog_env_wins_over_stogger_env",
-            pglog_env_wins_over_stogger_env,
-        ),
-        (
-            "pglog_section_wins_and_sets_level_and_filters",
-            pglog_section_wins_and_sets_level_and_filters,
-        ),
-        (
-            "environment_level_and_filters_beat_the_file",
-            environment_level_and_filters_beat_the_file,
-        ),
-        ("rust_log_is_not_read", rust_log_is_not_read),
-        (
-            "pglog_config_replaces_pyproject",
-            pglog_config_replaces_pyproject,
-        ),
-        (
-            "builder_calls_sit_between_file_and_environment",
-            builder_calls_sit_between_file_and_environment,
-        ),
-        ("socket_dsns_in_stoggers_form", socket_dsns_in_stoggers_form),
-        (
-            "unset_password_is_one_notice_and_exit_status_is_unaffected",
-            unset_password_is_one_notice_and_exit_status_is_unaffected,
-        ),
-        (
-            "enable_postgres_false_writes_stderr_only",
-            enable_postgres_false_writes_stderr_only,
-        ),
-        (
-            "malformed_configuration_says_what_to_fix",
-            malformed_configuration_says_what_to_fix,
-        ),
-        (
-            "libpq_variables_fill_what_the_dsn_leaves_out",
-            libpq_variables_fill_what_the_dsn_leaves_out,
-        ),
-        (
-            "pgpassword_fills_a_dsn_without_one",
-            pgpassword_fills_a_dsn_without_one,
-        ),
-        ("tls_from_the_environment", tls_from_the_environment),
-        ("batch_mode_from_the_file", batch_mode_from_the_file),
-    ]);
+    checks![
+        acceptance_stogger_file_and_password_with_url_specials,
+        key_value_dsn_with_pglog_password,
+        stogger_env_overrides_the_file,
+        pglog_env_wins_over_stogger_env,
+        pglog_section_wins_and_sets_level_and_filters,
+        environment_level_and_filters_beat_the_file,
+        rust_log_is_not_read,
+        pglog_config_replaces_pyproject,
+        builder_calls_sit_between_file_and_environment,
+        socket_dsns_in_stoggers_form,
+        unset_password_is_one_notice_and_exit_status_is_unaffected,
+        enable_postgres_false_writes_stderr_only,
+        malformed_configuration_says_what_to_fix,
+        libpq_variables_fill_what_the_dsn_leaves_out,
+        pgpassword_fills_a_dsn_without_one,
+        tls_from_the_environment,
+        batch_mode_from_the_file,
+    ];
 }
 
 // --- the child programs -----------------------------------------------------------------
@@ -139,26 +98,6 @@ fn project(text: &str) -> std::path::PathBuf {
 
 fn init_in(dir: &Path, envs: &[(&str, &str)]) -> Output {
     run_in(dir, "init", envs)
-}
-
-fn events(dsn: &str, table: &str) -> Vec<String> {
-    rows(dsn, table).into_iter().map(|r| r.event).collect()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn notices(output: &Output) -> Vec<String> {
-    stderr(output)
-        .lines()
-        .filter(|l| l.starts_with("pglog: "))
-        .map(str::to_owned)
-        .collect()
 }
 
 /// A database on the shared (trust) server: its name and a DSN to read it.

@@ -18,8 +18,6 @@ use common::*;
 use log::LevelFilter;
 use throwaway_pg::Pgbouncer;
 
-const LIMIT: Duration = Duration::from_secs(180);
-
 fn main() {
     if let Some(program) = child_program() {
         match program.as_str() {
@@ -36,49 +34,18 @@ fn main() {
         }
         return;
     }
-    run_checks(&[
-        (
-            "transaction_pooler_keeps_every_event_in_its_own_table",
-            transaction_pooler_keeps_every_event_in_its_own_table,
-        ),
-        (
-            "session_pooler_accounts_for_every_event",
-            session_pooler_accounts_for_every_event,
-        ),
-        (
-            "restart_while_idle_costs_the_next_burst_nothing",
-            restart_while_idle_costs_the_next_burst_nothing,
-        ),
-        (
-            "idle_session_timeout_costs_no_event",
-            idle_session_timeout_costs_no_event,
-        ),
-        (
-            "fork_keeps_parent_and_child_apart",
-            fork_keeps_parent_and_child_apart,
-        ),
-        (
-            "frozen_server_bounds_every_call",
-            frozen_server_bounds_every_call,
-        ),
-        (
-            "silent_peer_is_bounded_and_named",
-            silent_peer_is_bounded_and_named,
-        ),
-        (
-            "smart_shutdown_is_not_held_up_by_an_idle_program",
-            smart_shutdown_is_not_held_up_by_an_idle_program,
-        ),
-        ("dropped_table_comes_back", dropped_table_comes_back),
-        (
-            "terminated_backends_lose_nothing",
-            terminated_backends_lose_nothing,
-        ),
-    ]);
-}
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"))
+    checks![
+        transaction_pooler_keeps_every_event_in_its_own_table,
+        session_pooler_accounts_for_every_event,
+        restart_while_idle_costs_the_next_burst_nothing,
+        idle_session_timeout_costs_no_event,
+        fork_keeps_parent_and_child_apart,
+        frozen_server_bounds_every_call,
+        silent_peer_is_bounded_and_named,
+        smart_shutdown_is_not_held_up_by_an_idle_program,
+        dropped_table_comes_back,
+        terminated_backends_lose_nothing,
+    ];
 }
 
 fn mode_builder(dsn: &str, table: &str, batch: bool) -> pglog::Builder {
@@ -99,7 +66,7 @@ fn stored_numbers(dsn: &str, table: &str, key: &str, filter: &str) -> Vec<u64> {
         .query(
             &format!(
                 "SELECT (data->>'{key}')::bigint FROM {} WHERE {filter} ORDER BY id",
-                pglog_quote(table)
+                quote_ident(table)
             ),
             &[],
         )
@@ -122,14 +89,6 @@ fn stdout_value(output: &Output, prefix: &str) -> String {
         .find_map(|l| l.strip_prefix(prefix))
         .unwrap_or_else(|| panic!("no `{prefix}` line in the child's output"))
         .to_owned()
-}
-
-fn notices(output: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&output.stderr)
-        .lines()
-        .filter(|l| l.starts_with("pglog:"))
-        .map(str::to_owned)
-        .collect()
 }
 
 // --- a transaction pooler shared by several programs ----------------------------------------
@@ -190,7 +149,6 @@ fn pooled_round(
                         ("TEST_BATCH", if batch { "1" } else { "0" }),
                         ("TEST_TAG", &k.to_string()),
                     ],
-                    LIMIT,
                 )
             })
         })
@@ -205,7 +163,7 @@ fn pooled_round(
             .query_one(
                 &format!(
                     "SELECT count(*) FROM {} WHERE data->>'tag' IS DISTINCT FROM '{k}'",
-                    pglog_quote(table)
+                    quote_ident(table)
                 ),
                 &[],
             )
@@ -297,7 +255,6 @@ fn restart_while_idle_costs_the_next_burst_nothing() {
             let output = run_child(
                 "idle_restart",
                 &[("TEST_STOP_MODE", mode), ("TEST_BATCH", batch)],
-                LIMIT,
             );
             assert_success(&output);
             let stored: Vec<u64> = stdout_value(&output, "stored=")
@@ -347,12 +304,7 @@ fn idle_session_timeout_costs_no_event() {
     let children: Vec<_> = ["0", "1"]
         .into_iter()
         .map(|batch| {
-            std::thread::spawn(move || {
-                (
-                    batch,
-                    run_child("idle_timeout", &[("TEST_BATCH", batch)], LIMIT),
-                )
-            })
+            std::thread::spawn(move || (batch, run_child("idle_timeout", &[("TEST_BATCH", batch)])))
         })
         .collect();
     for child in children {
@@ -433,7 +385,6 @@ fn fork_keeps_parent_and_child_apart() {
                     ("TEST_EXIT", exit_style),
                     ("TEST_DSN", &dsn),
                 ],
-                Duration::from_secs(60),
             );
             let wall = started.elapsed();
             assert_success(&output);
@@ -557,7 +508,7 @@ fn freeze_program() {
 }
 
 fn frozen_server_bounds_every_call() {
-    let output = run_child("freeze", &[], LIMIT);
+    let output = run_child("freeze", &[]);
     assert_success(&output);
     let numbers: Vec<u64> = stdout_value(&output, "numbers=")
         .split(',')
@@ -627,7 +578,7 @@ fn silent_peer_program() {
 }
 
 fn silent_peer_is_bounded_and_named() {
-    let output = run_child("silent_peer", &[], LIMIT);
+    let output = run_child("silent_peer", &[]);
     assert_success(&output);
     let init: u64 = stdout_value(&output, "init_ms=").parse().unwrap();
     let longest: u64 = stdout_value(&output, "longest_us=").parse().unwrap();
@@ -666,7 +617,7 @@ fn smart_shutdown_program() {
 }
 
 fn smart_shutdown_is_not_held_up_by_an_idle_program() {
-    let output = run_child("smart_shutdown", &[], LIMIT);
+    let output = run_child("smart_shutdown", &[]);
     assert_success(&output);
     let stop: u64 = stdout_value(&output, "stop_ms=").parse().unwrap();
     println!("    pg_ctl stop -m smart took {stop} ms with an idle timeout of 1000 ms");
@@ -725,7 +676,6 @@ fn dropped_table_comes_back() {
         let output = run_child(
             "dropped_table",
             &[("TEST_DSN", &dsn), ("TEST_BATCH", batch)],
-            LIMIT,
         );
         assert_success(&output);
         let stored: Vec<u64> = stdout_value(&output, "stored=")
@@ -809,11 +759,7 @@ fn terminated_program() {
 fn terminated_backends_lose_nothing() {
     for batch in ["0", "1"] {
         let dsn = fresh_db("terminated");
-        let output = run_child(
-            "terminated",
-            &[("TEST_DSN", &dsn), ("TEST_BATCH", batch)],
-            LIMIT,
-        );
+        let output = run_child("terminated", &[("TEST_DSN", &dsn), ("TEST_BATCH", batch)]);
         assert_success(&output);
         let stored = stored_numbers(&dsn, "terminated_logs", "n", "true");
         let lines = stderr_numbers(&output, "terminated", "n");

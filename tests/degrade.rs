@@ -11,8 +11,6 @@ use common::*;
 use log::LevelFilter;
 use serde_json::json;
 
-const LIMIT: Duration = Duration::from_secs(180);
-
 fn main() {
     if let Some(program) = child_program() {
         match program.as_str() {
@@ -24,34 +22,16 @@ fn main() {
         }
         return;
     }
-    run_checks(&[
-        (
-            "server_stopped_and_restarted_mid_run",
-            server_stopped_and_restarted_mid_run,
-        ),
-        (
-            "trace_for_every_target_neither_recurses_nor_deadlocks",
-            trace_for_every_target_neither_recurses_nor_deadlocks,
-        ),
-        (
-            "locked_table_bounds_every_call",
-            locked_table_bounds_every_call,
-        ),
-        ("hostile_input_lands_whole", hostile_input_lands_whole),
-        (
-            "log_calls_on_tokio_runtime_threads_land",
-            log_calls_on_tokio_runtime_threads_land,
-        ),
-        (
-            "startup_problems_are_named_and_heal",
-            startup_problems_are_named_and_heal,
-        ),
-        ("closed_stderr_is_survived", closed_stderr_is_survived),
-        (
-            "echo_prints_each_event_once_up_or_down",
-            echo_prints_each_event_once_up_or_down,
-        ),
-    ]);
+    checks![
+        server_stopped_and_restarted_mid_run,
+        trace_for_every_target_neither_recurses_nor_deadlocks,
+        locked_table_bounds_every_call,
+        hostile_input_lands_whole,
+        log_calls_on_tokio_runtime_threads_land,
+        startup_problems_are_named_and_heal,
+        closed_stderr_is_survived,
+        echo_prints_each_event_once_up_or_down,
+    ];
 }
 
 // --- stop the server a quarter of the way in, restart it three quarters in --------------
@@ -69,7 +49,7 @@ fn outage_program() {
 }
 
 fn server_stopped_and_restarted_mid_run() {
-    let output = run_child("outage", &[], LIMIT);
+    let output = run_child("outage", &[]);
     let (rows, lines) = check_outage(&output, OUTAGE_EVENTS);
     assert!(
         lines as u64 >= OUTAGE_EVENTS / 2,
@@ -115,11 +95,7 @@ fn trace_everything_program() {
 
 fn trace_for_every_target_neither_recurses_nor_deadlocks() {
     let dsn = fresh_db("trace");
-    let output = run_child(
-        "trace_everything",
-        &[("TEST_DSN", &dsn)],
-        Duration::from_secs(60),
-    );
+    let output = run_child("trace_everything", &[("TEST_DSN", &dsn)]);
     assert_success(&output);
     let rows = rows(&dsn, "trace_logs");
     assert_eq!(rows.len(), 200);
@@ -417,7 +393,7 @@ fn echo_prints_each_event_once_up_or_down() {
         (fresh_db("echo"), "written=2 fallback=0"),
         (down, "written=0 fallback=2"),
     ] {
-        let output = run_child("echo", &[("TEST_DSN", &dsn)], LIMIT);
+        let output = run_child("echo", &[("TEST_DSN", &dsn)]);
         assert_success(&output);
         let stderr = String::from_utf8_lossy(&output.stderr);
         let stdout = String::from_utf8_lossy(&output.stdout);

@@ -15,7 +15,6 @@ use log::LevelFilter;
 
 const THREADS: u64 = 4;
 const PER_THREAD: u64 = 250;
-const LIMIT: Duration = Duration::from_secs(120);
 
 fn main() {
     if let Some(program) = child_program() {
@@ -27,20 +26,11 @@ fn main() {
         }
         return;
     }
-    run_checks(&[
-        (
-            "every_event_from_four_threads_lands",
-            every_event_from_four_threads_lands,
-        ),
-        (
-            "init_reads_pglog_dsn_and_table",
-            init_reads_pglog_dsn_and_table,
-        ),
-        (
-            "concurrent_startup_on_an_empty_database",
-            concurrent_startup_on_an_empty_database,
-        ),
-    ]);
+    checks![
+        every_event_from_four_threads_lands,
+        init_reads_pglog_dsn_and_table,
+        concurrent_startup_on_an_empty_database,
+    ];
 }
 
 // --- the acceptance program of the core issue -------------------------------------------
@@ -84,7 +74,7 @@ fn acceptance_program() {
 
 fn every_event_from_four_threads_lands() {
     let dsn = fresh_db("accept");
-    let output = run_child("acceptance", &[("TEST_DSN", &dsn)], LIMIT);
+    let output = run_child("acceptance", &[("TEST_DSN", &dsn)]);
     assert_success(&output);
     assert_no_notices(&output);
 
@@ -137,7 +127,7 @@ fn init_reads_pglog_dsn_and_table() {
         .env(CHILD, "init_from_env")
         .env("PGLOG_DSN", &dsn)
         .env("PGLOG_TABLE", "from_env");
-    assert_success(&run_command(cmd, LIMIT));
+    assert_success(&run_command(cmd));
     let rows = rows(&dsn, "from_env");
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].data["via"], serde_json::json!("init"));

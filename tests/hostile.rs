@@ -10,12 +10,10 @@ mod common;
 
 use std::cell::RefCell;
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 use log::LevelFilter;
-
-const LIMIT: Duration = Duration::from_secs(120);
 
 fn main() {
     if let Some(program) = child_program() {
@@ -29,36 +27,14 @@ fn main() {
         }
         return;
     }
-    run_checks(&[
-        (
-            "logging_from_thread_local_destructors_never_aborts",
-            logging_from_thread_local_destructors_never_aborts,
-        ),
-        (
-            "a_message_cannot_forge_a_line_or_drive_the_terminal",
-            a_message_cannot_forge_a_line_or_drive_the_terminal,
-        ),
-        (
-            "a_second_try_init_fails_before_touching_anything",
-            a_second_try_init_fails_before_touching_anything,
-        ),
-        (
-            "a_huge_message_is_cut_and_the_database_stays_up",
-            a_huge_message_is_cut_and_the_database_stays_up,
-        ),
-        (
-            "records_logged_while_formatting_are_counted",
-            records_logged_while_formatting_are_counted,
-        ),
-        (
-            "random_hostile_events_are_all_stored",
-            random_hostile_events_are_all_stored,
-        ),
-    ]);
-}
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"))
+    checks![
+        logging_from_thread_local_destructors_never_aborts,
+        a_message_cannot_forge_a_line_or_drive_the_terminal,
+        a_second_try_init_fails_before_touching_anything,
+        a_huge_message_is_cut_and_the_database_stays_up,
+        records_logged_while_formatting_are_counted,
+        random_hostile_events_are_all_stored,
+    ];
 }
 
 /// Prints the stats and whether they add up (`logged = written + fallback + dropped +
@@ -133,7 +109,6 @@ fn logging_from_thread_local_destructors_never_aborts() {
         let output = run_child(
             "thread_local_destructor",
             &[("TEST_DSN", &dsn), ("TEST_BATCH", batch)],
-            LIMIT,
         );
         assert_success(&output);
         let stored: Vec<String> = connect(&dsn)
@@ -191,11 +166,7 @@ fn forged_lines_program() {
 fn a_message_cannot_forge_a_line_or_drive_the_terminal() {
     for up in ["1", "0"] {
         let dsn = fresh_db("forged");
-        let output = run_child(
-            "forged_lines",
-            &[("TEST_DSN", &dsn), ("TEST_UP", up)],
-            LIMIT,
-        );
+        let output = run_child("forged_lines", &[("TEST_DSN", &dsn), ("TEST_UP", up)]);
         assert_success(&output);
         assert_adds_up(&output);
         let stderr = &output.stderr;
@@ -269,7 +240,7 @@ fn second_try_init_program() {
 
 fn a_second_try_init_fails_before_touching_anything() {
     let dsn = fresh_db("second");
-    let output = run_child("second_try_init", &[("TEST_DSN", &dsn)], LIMIT);
+    let output = run_child("second_try_init", &[("TEST_DSN", &dsn)]);
     assert_success(&output);
     assert_adds_up(&output);
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -303,7 +274,7 @@ fn huge_message_program() {
 
 fn a_huge_message_is_cut_and_the_database_stays_up() {
     let dsn = fresh_db("huge");
-    let output = run_child("huge_message", &[("TEST_DSN", &dsn)], LIMIT);
+    let output = run_child("huge_message", &[("TEST_DSN", &dsn)]);
     assert_success(&output);
     assert_adds_up(&output);
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -360,7 +331,7 @@ fn recursive_program() {
 
 fn records_logged_while_formatting_are_counted() {
     let dsn = fresh_db("recursive");
-    let output = run_child("recursive", &[("TEST_DSN", &dsn)], LIMIT);
+    let output = run_child("recursive", &[("TEST_DSN", &dsn)]);
     assert_success(&output);
     assert_adds_up(&output);
     let notices = lines_with(&output, "pglog:");

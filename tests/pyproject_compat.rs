@@ -8,13 +8,11 @@
 //! needs. Every fixture directory must have a case here.
 
 mod common;
-mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use support::*;
 
 fn main() {
     if let Some(program) = child_program() {
@@ -24,6 +22,7 @@ fn main() {
         }
         return;
     }
+    // One check per fixture directory, named after it.
     run_checks(&[
         ("every_fixture_has_a_case", every_fixture_has_a_case),
         ("minimal", || check(&case("minimal"))),

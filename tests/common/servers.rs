@@ -1,19 +1,15 @@
-//! Helpers of the configuration and authentication tests: servers that authenticate
-//! with peer, scram-sha-256 and TLS, scratch directories, and child processes that run
-//! with a controlled environment and working directory.
-#![allow(dead_code)] // each test binary uses its own subset
+//! Servers with special authentication, for the configuration and authentication tests:
+//! peer over the socket, scram-sha-256 and TLS over TCP; the roles, passwords and
+//! certificates they take; scratch directories for the files a test writes.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use throwaway_pg::Server;
 
-use crate::common::{child_command, run_command, CHILD};
+use crate::common::sql_literal;
 
 /// Every character that means something in a URL or a libpq `key=value` string.
 pub const NASTY: &str = r#"p@ss:w/rd %2F?#&'"x"#;
@@ -23,24 +19,6 @@ pub const NASTY: &str = r#"p@ss:w/rd %2F?#&'"x"#;
 pub const APP: &str = "app";
 pub const PEER_ROLE: &str = "peer_role";
 pub const SCRAM_ROLE: &str = "scram_role";
-
-/// How long a child program may run before the test fails.
-pub const LIMIT: Duration = Duration::from_secs(60);
-
-/// A name unique in this process (and across processes, by the pid).
-pub fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// An SQL string literal.
-pub fn sql_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
 
 /// The test's own percent-encoding (independent of pglog's), for literal URL passwords.
 pub fn percent_encode(text: &str) -> String {
@@ -53,18 +31,6 @@ pub fn percent_encode(text: &str) -> String {
             }
         })
         .collect()
-}
-
-/// A new database on `server`, owned by `owner`; returns its name.
-pub fn database(server: &Server, prefix: &str, owner: &str) -> String {
-    let name = unique(prefix);
-    server
-        .psql(
-            "postgres",
-            &format!("CREATE DATABASE \"{name}\" OWNER \"{owner}\""),
-        )
-        .expect("create database");
-    name
 }
 
 /// The OS user this process runs as, the one peer authentication sees.
@@ -135,6 +101,7 @@ pub struct TlsServer {
     pub other_ca: PathBuf,
 }
 
+/// The TLS server, started on first use.
 pub fn tls_server() -> &'static TlsServer {
     static SERVER: OnceLock<TlsServer> = OnceLock::new();
     SERVER.get_or_init(|| {
@@ -199,6 +166,7 @@ pub fn tls_server() -> &'static TlsServer {
     })
 }
 
+/// A new certificate authority: its issuer and its certificate (PEM).
 fn authority(name: &str) -> (rcgen::Issuer<'static, rcgen::KeyPair>, String) {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -217,39 +185,8 @@ fn authority(name: &str) -> (rcgen::Issuer<'static, rcgen::KeyPair>, String) {
 
 /// A fresh directory under cargo's scratch directory for integration tests.
 pub fn scratch_dir(prefix: &str) -> PathBuf {
+    use crate::common::unique;
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique(&format!("pglog-{prefix}")));
     fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// Runs `program` in `dir` with nothing of the developer's environment: none of the
-/// PG*, PGLOG_* or STOGGER_* variables (nor anything else) leaks in.
-pub fn run_in(dir: &Path, program: &str, envs: &[(&str, &str)]) -> Output {
-    let mut cmd = child_command(program);
-    cmd.env_clear()
-        .env(CHILD, program)
-        .envs(envs.iter().copied())
-        .current_dir(dir);
-    run_command(cmd, LIMIT)
-}
-
-/// What a child printed, both streams.
-pub fn printed(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-/// Whether `table` exists in the database `dsn` names.
-pub fn table_exists(dsn: &str, table: &str) -> bool {
-    let mut client = postgres::Client::connect(dsn, postgres::NoTls).expect("connect");
-    client
-        .query_one(
-            "SELECT to_regclass($1) IS NOT NULL",
-            &[&format!("\"{}\"", table.replace('"', "\"\""))],
-        )
-        .unwrap()
-        .get(0)
 }
