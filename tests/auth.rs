@@ -221,13 +221,16 @@ mod tls {
         (db, local)
     }
 
+    /// Whether pglog's sessions to `db` use TLS (tests run in parallel on one server:
+    /// only this test's database counts).
     fn ssl_sessions(db: &str) -> String {
         tls_server()
             .server
             .psql(
                 db,
                 "SELECT string_agg(DISTINCT s.ssl::text, ',') FROM pg_stat_ssl s \
-                 JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'pglog'",
+                 JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.application_name = 'pglog' AND a.datname = current_database()",
             )
             .unwrap()
     }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use log::LevelFilter;
-use throwaway_pg::Pgbouncer;
+use throwaway_pg::{Pgbouncer, StopMode};
 
 fn main() {
     if let Some(program) = child_program() {
@@ -217,7 +217,7 @@ fn session_pooler_accounts_for_every_event() {
 const BURST: u64 = 5000;
 
 fn idle_restart_program() {
-    let mode = env("TEST_STOP_MODE");
+    let mode: StopMode = env("TEST_STOP_MODE").parse().unwrap();
     let batch = env("TEST_BATCH") == "1";
     let server = throwaway_pg::Server::start().unwrap();
     let dsn = server.create_database("restart").unwrap();
@@ -228,7 +228,7 @@ fn idle_restart_program() {
         log::info!(i; "warm-up");
     }
     guard.flush();
-    server.stop(&mode).unwrap();
+    server.stop(mode).unwrap();
     server.restart().unwrap();
     std::thread::sleep(Duration::from_secs(3));
     for i in 0..BURST {
@@ -250,11 +250,11 @@ fn idle_restart_program() {
 }
 
 fn restart_while_idle_costs_the_next_burst_nothing() {
-    for mode in ["immediate", "fast"] {
+    for mode in [StopMode::Immediate, StopMode::Fast] {
         for batch in ["0", "1"] {
             let output = run_child(
                 "idle_restart",
-                &[("TEST_STOP_MODE", mode), ("TEST_BATCH", batch)],
+                &[("TEST_STOP_MODE", mode.as_str()), ("TEST_BATCH", batch)],
             );
             assert_success(&output);
             let stored: Vec<u64> = stdout_value(&output, "stored=")
@@ -611,7 +611,7 @@ fn smart_shutdown_program() {
         log::info!(i; "before the shutdown");
     }
     let started = Instant::now();
-    server.stop("smart").unwrap();
+    server.stop(StopMode::Smart).unwrap();
     println!("stop_ms={}", started.elapsed().as_millis());
     println!("stats {:?}", guard.stats());
 }

@@ -19,7 +19,7 @@ pub fn outage(builder: pglog::Builder, events: u64, pause: Duration) {
     let started = Instant::now();
     for i in 0..events {
         if i == events / 4 {
-            server.stop("immediate").unwrap();
+            server.stop(throwaway_pg::StopMode::Immediate).unwrap();
         }
         if i == events * 3 / 4 {
             server.restart().unwrap();

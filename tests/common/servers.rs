@@ -3,7 +3,6 @@
 //! certificates they take; scratch directories for the files a test writes.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -38,24 +37,13 @@ pub fn os_user() -> String {
     whoami::username().expect("the OS user name")
 }
 
-/// Overwrites a file in the data directory, keeping its owner and mode.
-fn rewrite(path: &Path, lines: &[String]) {
-    let mut text = lines.join("\n");
-    text.push('\n');
-    fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
-        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-}
-
 /// A server where the socket takes peer authentication (the OS user mapped to `app` and
 /// `peer_role`) and TCP takes scram-sha-256 (except for `postgres`, whom the harness's
 /// psql uses).
 pub fn auth_server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
+        let me = os_user();
         let server = throwaway_pg::Builder::new()
             .hba_lines(&[
                 "local all postgres trust",
@@ -63,15 +51,9 @@ pub fn auth_server() -> &'static Server {
                 "host all postgres 127.0.0.1/32 trust",
                 "host all all 127.0.0.1/32 scram-sha-256",
             ])
+            .ident_lines(&[&format!("m {me} {APP}"), &format!("m {me} {PEER_ROLE}")])
             .start()
             .expect("start the authentication server");
-        let me = os_user();
-        rewrite(
-            &server.data_dir().join("pg_ident.conf"),
-            &[format!("m {me} {APP}"), format!("m {me} {PEER_ROLE}")],
-        );
-        // A restart, not a reload: a reload is asynchronous, a restart is done when done.
-        server.restart().expect("restart with the ident map");
         let password = sql_literal(NASTY);
         server
             .psql(
@@ -117,15 +99,11 @@ pub fn tls_server() -> &'static TlsServer {
         let cert = params.signed_by(&key, &ca).unwrap();
 
         // The server reads these as its own OS user; the key must be private to it.
-        let owner = fs::metadata(data).unwrap();
         for (name, contents, mode) in [
             ("server.crt", cert.pem(), 0o644),
             ("server.key", key.serialize_pem(), 0o600),
         ] {
-            let path = data.join(name);
-            fs::write(&path, contents).unwrap();
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-            std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())).unwrap();
+            server.write_data_file(name, contents, mode).unwrap();
         }
         let dir = scratch_dir("tls");
         let (ca_path, other_ca) = (dir.join("ca.pem"), dir.join("other-ca.pem"));
@@ -146,16 +124,15 @@ pub fn tls_server() -> &'static TlsServer {
                 ),
             )
             .expect("configure TLS");
-        rewrite(
-            &data.join("pg_hba.conf"),
-            &[
-                "local all all trust".to_owned(),
-                format!("hostssl all {SCRAM_ROLE} 127.0.0.1/32 scram-sha-256"),
-                "hostssl all all 127.0.0.1/32 trust".to_owned(),
+        server
+            .replace_hba(&[
+                "local all all trust",
+                &format!("hostssl all {SCRAM_ROLE} 127.0.0.1/32 scram-sha-256"),
+                "hostssl all all 127.0.0.1/32 trust",
                 // Proves that what connects over TCP used TLS.
-                "hostnossl all all 127.0.0.1/32 reject".to_owned(),
-            ],
-        );
+                "hostnossl all all 127.0.0.1/32 reject",
+            ])
+            .unwrap();
         server.restart().expect("restart with TLS on");
         assert_eq!(server.psql("postgres", "SHOW ssl").unwrap(), "on");
         TlsServer {

@@ -5,7 +5,9 @@
 use std::fs;
 use std::process::Command;
 
-use crate::{io_error, run, Error, Server};
+use crate::command::run;
+use crate::error::{io_error, Error};
+use crate::Server;
 
 impl Server {
     /// Stops every process of the server with SIGSTOP: the postmaster first (so it

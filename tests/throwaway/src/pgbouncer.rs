@@ -13,7 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{free_port, io_error, Error, Server, COUNTER, SUPERUSER};
+use crate::builder::free_port;
+use crate::dirs::COUNTER;
+use crate::error::{io_error, Error};
+use crate::os_user::command_as;
+use crate::quote::conninfo_value;
+use crate::server::SUPERUSER;
+use crate::Server;
 
 /// A running pgbouncer; dropping it stops it.
 #[derive(Debug)]
@@ -83,14 +89,7 @@ impl Pgbouncer {
                 user.chown(&dir.join(file))?;
             }
         }
-        let mut cmd = match &server.os_user {
-            Some(user) => {
-                let mut cmd = Command::new(&user.runuser);
-                cmd.arg("-u").arg(&user.name).arg("--").arg(&program);
-                cmd
-            }
-            None => Command::new(&program),
-        };
+        let mut cmd = command_as(server.os_user.as_ref(), &program);
         cmd.arg(&ini)
             .current_dir("/")
             .stdin(Stdio::null())
@@ -149,7 +148,7 @@ impl Pgbouncer {
         format!(
             "host=127.0.0.1 port={} user={SUPERUSER} dbname={}",
             self.port,
-            crate::conninfo_value(dbname)
+            conninfo_value(dbname)
         )
     }
 
