@@ -263,13 +263,21 @@ impl Database {
             Admit::Probe => true,
             Admit::Write => false,
         };
-        let mut session = if probing {
+        let mut session = if probing && !attempt.forced {
             // A probe waits for a session only as long as opening one took lately (the
             // pool reopens them in the background while the database is down): a connect
             // that hangs costs it nothing.
             local
                 .pool
                 .get(local.pool.probe_wait())
+                .map_err(|_| Failure::Unavailable)?
+        } else if probing {
+            // A smaller batch after a timeout: the database answered, only slowly, and
+            // the session that timed out is being replaced. Waiting as a write would
+            // (pool_wait) keeps a slow connect from sending the batch to stderr.
+            local
+                .pool
+                .get(self.pool_wait)
                 .map_err(|_| Failure::Unavailable)?
         } else {
             self.checked_out(&local, local.pool.get(self.pool_wait))?
