@@ -78,7 +78,6 @@ mod error;
 mod fallback;
 mod fork;
 mod guard;
-#[cfg_attr(not(test), allow(dead_code))] // used by the connection path from the next commit
 mod libpq; // ~/.pgpass and pg_service.conf, read as libpq reads them
 mod logger;
 mod render;

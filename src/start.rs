@@ -7,7 +7,7 @@ use crate::dsn::{self, Resolved};
 use crate::fallback::{self, RateLimit};
 use crate::logger::{Core, Logger};
 use crate::schema::Table;
-use crate::settings::{filters, Environment, Lookup, Settings};
+use crate::settings::{filters, Environment, Settings, SharedEnv};
 use crate::sink::{
     BatchSettings, Endpoint, NoticeHandler, PoolSettings, SessionConfig, SessionSettings, Sink,
 };
@@ -24,7 +24,7 @@ use crate::{tls, Error, Guard};
 pub(crate) fn build(
     settings: Settings,
     environment: Environment,
-    env: Lookup<'_>,
+    env: &SharedEnv,
 ) -> Result<(Logger, Guard), Error> {
     let table = Table::new(&settings.table)?;
     let filter = filters::build(settings.level, settings.filters.as_deref())
@@ -53,30 +53,28 @@ fn database_sink(
     settings: &Settings,
     table: Table,
     environment: Environment,
-    env: Lookup<'_>,
+    env: &SharedEnv,
 ) -> Result<Sink, Error> {
-    let libpq = environment == Environment::Read;
     let dsn = settings.dsn.as_ref().map(|dsn| dsn.as_str());
-    let driver = match dsn::resolve(dsn, settings.connect_timeout, env, libpq)? {
-        Resolved::Ready(driver) => *driver,
-        Resolved::NoPassword(why) if settings.require_database => {
-            return Err(Error::DatabaseUnavailable(why))
-        }
-        Resolved::NoPassword(why) => {
-            // The operator must act; the program goes on, logging to stderr.
-            fallback::notice(&why);
-            return Ok(Sink::stderr());
-        }
-    };
-    let root_cert = tls::root_cert(settings.root_cert.as_deref(), libpq.then_some(env));
-    let transport = tls::transport(&driver, root_cert)?;
+    let Resolved {
+        driver,
+        tls,
+        password,
+    } = dsn::resolve(
+        dsn,
+        settings.root_cert.as_deref(),
+        settings.connect_timeout,
+        env,
+        environment == Environment::Read,
+    )?;
+    let transport = tls::transport(&tls)?;
     let connect_timeout = driver
         .get_connect_timeout()
         .copied()
         .unwrap_or(settings.connect_timeout);
     let target = dsn::describe(&driver);
     let session = SessionConfig::new(
-        Endpoint::new(driver, transport, connect_timeout),
+        Endpoint::new(driver, password, transport, tls.describe(), connect_timeout),
         table,
         target,
         SessionSettings {

@@ -1,19 +1,186 @@
-//! TLS to the database: which connector sessions use, chosen from the DSN's `sslmode`
-//! and the root certificate setting.
+//! TLS to the database, as libpq's `sslmode` and certificate parameters ask.
 //!
-//! With the `tls-rustls` feature, `prefer` and `require` behave as in libpq: without a
-//! root certificate the connection is encrypted but the server is not authenticated;
-//! with one, the server's certificate must chain to it and name the host connected to
-//! (libpq's `verify-full`). Without the feature only plain connections exist, and a DSN
-//! that demands TLS is a configuration error.
+//! | `sslmode` | TLS | the server's certificate |
+//! |---|---|---|
+//! | `disable` | never | |
+//! | `allow`, `prefer` | when the server offers it | not checked (checked against pglog's own `root_cert`) |
+//! | `require` | always | not checked; with a root certificate, it must chain to it (libpq's rule) |
+//! | `verify-ca` | always | must chain to the root certificate |
+//! | `verify-full` | always | must chain to the root certificate and name the host |
+//!
+//! Root certificates come from `sslrootcert` (a file, or `system` for the platform's
+//! trusted roots, which libpq allows only with `verify-full`), `PGSSLROOTCERT`, or
+//! `~/.postgresql/root.crt` when it exists; pglog's `root_cert` setting wins over all of
+//! them and is always checked with the host name, whatever the mode. A client certificate
+//! (`sslcert`/`sslkey`, `PGSSLCERT`/`PGSSLKEY`, `~/.postgresql/postgresql.crt`/`.key`) is
+//! sent when its file exists, for `cert` authentication.
+//!
+//! TLS needs the `tls-rustls` feature; without it only plain connections exist, and a
+//! DSN that demands TLS is a configuration error.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tokio_postgres::config::SslMode;
 
-use crate::settings::Lookup;
 use crate::Error;
+
+/// libpq's `sslmode`, all six.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl Mode {
+    pub fn parse(text: &str) -> Option<Mode> {
+        Some(match text {
+            "disable" => Mode::Disable,
+            "allow" => Mode::Allow,
+            "prefer" => Mode::Prefer,
+            "require" => Mode::Require,
+            "verify-ca" => Mode::VerifyCa,
+            "verify-full" => Mode::VerifyFull,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Disable => "disable",
+            Mode::Allow => "allow",
+            Mode::Prefer => "prefer",
+            Mode::Require => "require",
+            Mode::VerifyCa => "verify-ca",
+            Mode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// What the driver is told: whether TLS is tried and whether it is a must. `allow`
+    /// (plain first, TLS if refused) is tried TLS first, as `prefer`: either way a server
+    /// that takes one of them is reached.
+    pub fn driver(self) -> SslMode {
+        match self {
+            Mode::Disable => SslMode::Disable,
+            Mode::Allow | Mode::Prefer => SslMode::Prefer,
+            Mode::Require | Mode::VerifyCa | Mode::VerifyFull => SslMode::Require,
+        }
+    }
+}
+
+/// A value and the parameter (or file convention) that gave it, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Named<T> {
+    pub value: T,
+    pub by: &'static str,
+}
+
+/// Where the trusted root certificates come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Roots {
+    File(PathBuf),
+    /// The platform's trusted roots (`sslrootcert=system`).
+    System,
+}
+
+impl fmt::Display for Roots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Roots::File(path) => write!(f, "{}", path.display()),
+            Roots::System => f.write_str("the system's trusted roots"),
+        }
+    }
+}
+
+/// What the DSN, libpq's variables and pglog's settings ask of TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Wanted {
+    pub mode: Mode,
+    pub roots: Option<Named<Roots>>,
+    /// The roots are pglog's own `root_cert` setting: always checked, with the host name.
+    pub pglog_root: bool,
+    /// A client certificate and its key, for `cert` authentication.
+    pub client: Option<(Named<PathBuf>, Named<PathBuf>)>,
+}
+
+/// What the server's certificate must pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Nothing: the connection is encrypted, the server not authenticated.
+    Nothing,
+    /// A chain to the roots (`verify-ca`).
+    Chain,
+    /// A chain to the roots, naming the host connected to (`verify-full`).
+    ChainAndName,
+}
+
+impl Wanted {
+    /// The plain `sslmode=prefer` of a DSN that says nothing about TLS.
+    #[cfg(test)]
+    pub fn prefer() -> Wanted {
+        Wanted {
+            mode: Mode::Prefer,
+            roots: None,
+            pglog_root: false,
+            client: None,
+        }
+    }
+
+    fn check(&self) -> Result<Check, Error> {
+        let check = match (self.mode, &self.roots) {
+            (Mode::Disable, _) => Check::Nothing,
+            (_, Some(_)) if self.pglog_root => Check::ChainAndName,
+            (Mode::Allow | Mode::Prefer, _) => Check::Nothing,
+            (Mode::Require, None) => Check::Nothing,
+            (Mode::Require | Mode::VerifyCa, Some(_)) => Check::Chain,
+            (Mode::VerifyFull, Some(_)) => Check::ChainAndName,
+            (Mode::VerifyCa | Mode::VerifyFull, None) => {
+                return Err(Error::config(
+                    "sslmode",
+                    format!(
+                        "sslmode={} needs a root certificate to check the server's against: set \
+                         sslrootcert in the DSN (a PEM file, or `system` for the platform's \
+                         trusted roots), PGSSLROOTCERT, or pglog's root_cert; \
+                         ~/.postgresql/root.crt does not exist either",
+                        self.mode.name()
+                    ),
+                ))
+            }
+        };
+        if let Some(Named {
+            value: Roots::System,
+            by,
+        }) = &self.roots
+        {
+            // libpq's rule: the platform's roots trust any public certificate authority,
+            // so only a certificate that also names the host proves anything.
+            if check != Check::ChainAndName {
+                return Err(Error::config(
+                    by,
+                    format!(
+                        "the system's trusted roots need sslmode=verify-full (not {})",
+                        self.mode.name()
+                    ),
+                ));
+            }
+        }
+        Ok(check)
+    }
+
+    /// For messages about a refused certificate: how it was checked, against what.
+    pub fn describe(&self) -> String {
+        match &self.roots {
+            Some(Named { value, by }) => {
+                format!("sslmode={} with {by}={value}", self.mode.name())
+            }
+            None => format!("sslmode={}", self.mode.name()),
+        }
+    }
+}
 
 /// How sessions reach the server.
 #[derive(Clone)]
@@ -33,143 +200,255 @@ impl fmt::Debug for Transport {
     }
 }
 
-/// libpq's root certificate variable: used when no pglog setting names one.
-const ENV_LIBPQ_ROOT_CERT: &str = "PGSSLROOTCERT";
-
-/// A root certificate file and the setting that named it, for messages.
-#[derive(Debug, Clone)]
-pub(crate) struct RootCert {
-    pub path: PathBuf,
-    pub key: &'static str,
-    /// Set by pglog's own settings rather than libpq's `PGSSLROOTCERT` convention. Only
-    /// then does `sslmode=prefer` verify with it, and is a build without TLS told that it
-    /// cannot honour it.
-    pub explicit: bool,
-}
-
-/// The root certificate to use: the `root_cert` setting, else (when libpq's variables are
-/// read, through `libpq_env`) `PGSSLROOTCERT`.
-pub(crate) fn root_cert(setting: Option<&Path>, libpq_env: Option<Lookup<'_>>) -> Option<RootCert> {
-    if let Some(path) = setting {
-        return Some(RootCert {
-            path: path.to_owned(),
-            key: "root_cert",
-            explicit: true,
-        });
-    }
-    let path = libpq_env.and_then(|env| env(ENV_LIBPQ_ROOT_CERT))?;
-    Some(RootCert {
-        path: PathBuf::from(path),
-        key: ENV_LIBPQ_ROOT_CERT,
-        explicit: false,
-    })
-}
-
-/// The transport `driver` (whose `sslmode` is final) needs.
+/// The transport `wanted` needs.
 ///
 /// # Errors
 ///
-/// `sslmode=require`, or an explicit root certificate, in a build without TLS; a root
-/// certificate file that cannot be read or holds no certificate.
+/// A mode the certificates given cannot serve; TLS demanded (a mode from `require` on,
+/// pglog's `root_cert`) in a build without TLS.
 #[cfg(not(feature = "tls-rustls"))]
-pub(crate) fn transport(
-    driver: &tokio_postgres::Config,
-    root_cert: Option<RootCert>,
-) -> Result<Transport, Error> {
-    if driver.get_ssl_mode() == SslMode::Require {
-        return Err(Error::config(
-            "sslmode",
-            "sslmode=require needs TLS, which this build of pglog lacks: enable pglog's \
-             `tls-rustls` cargo feature, or use sslmode=prefer or disable",
-        ));
-    }
-    if let Some(root) = root_cert.filter(|r| r.explicit) {
-        return Err(Error::config(
-            root.key,
+pub(crate) fn transport(wanted: &Wanted) -> Result<Transport, Error> {
+    // What the DSN asks must make sense whatever the build can do.
+    wanted.check()?;
+    let lacking = |key: &'static str, what: String| {
+        Error::config(
+            key,
             format!(
-                "a root certificate ({}) needs TLS, which this build of pglog lacks: enable \
-                 pglog's `tls-rustls` cargo feature, or remove the setting",
-                root.path.display()
+                "{what} needs TLS, which this build of pglog lacks: enable pglog's \
+                 `tls-rustls` cargo feature, or remove the setting"
             ),
+        )
+    };
+    if wanted.mode.driver() == SslMode::Require {
+        return Err(lacking(
+            "sslmode",
+            format!("sslmode={}", wanted.mode.name()),
         ));
     }
-    Ok(Transport::Plain)
+    match &wanted.roots {
+        Some(root) if wanted.pglog_root => Err(lacking(
+            root.by,
+            format!("a root certificate ({})", root.value),
+        )),
+        _ => Ok(Transport::Plain),
+    }
 }
 
-/// The transport `driver` (whose `sslmode` is final) needs.
+/// The transport `wanted` needs.
 ///
 /// # Errors
 ///
-/// A root certificate file that cannot be read or holds no certificate.
+/// A mode the certificates given cannot serve; a root certificate, client certificate or
+/// key that cannot be read, holds nothing usable, or (the key) is readable by others.
 #[cfg(feature = "tls-rustls")]
-pub(crate) fn transport(
-    driver: &tokio_postgres::Config,
-    root_cert: Option<RootCert>,
-) -> Result<Transport, Error> {
-    let mode = driver.get_ssl_mode();
-    if mode == SslMode::Disable {
+pub(crate) fn transport(wanted: &Wanted) -> Result<Transport, Error> {
+    if wanted.mode == Mode::Disable {
         return Ok(Transport::Plain);
     }
-    // As in libpq, PGSSLROOTCERT makes `require` verify but leaves `prefer` opportunistic;
-    // a root certificate given to pglog itself is always meant to be checked.
-    let root_cert = root_cert.filter(|r| r.explicit || mode == SslMode::Require);
-    let config = rustls_support::client_config(root_cert)?;
+    let config = rustls_support::client_config(wanted, wanted.check()?)?;
     Ok(Transport::Rustls(
         tokio_postgres_rustls::MakeRustlsConnect::new(config),
     ))
 }
 
+/// Whether the key file is private enough, as libpq demands: no access for others, and
+/// none for the group unless root owns it (read-only then, for a group of services).
+#[cfg_attr(not(feature = "tls-rustls"), allow(dead_code))]
+fn private_enough(mode: u32, owner_is_root: bool) -> bool {
+    let allowed = if owner_is_root { 0o640 } else { 0o600 };
+    mode & 0o777 & !allowed == 0
+}
+
 #[cfg(feature = "tls-rustls")]
 mod rustls_support {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
     use std::sync::Arc;
 
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::client::WebPkiServerVerifier;
     use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+    use rustls::{
+        CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    };
 
-    use super::RootCert;
+    use super::{private_enough, Check, Named, Roots, Wanted};
     use crate::Error;
 
-    pub(super) fn client_config(root_cert: Option<RootCert>) -> Result<ClientConfig, Error> {
+    pub(super) fn client_config(wanted: &Wanted, check: Check) -> Result<ClientConfig, Error> {
         // An explicit provider: the process-wide default may be unset, or another
         // crate's choice.
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::config("sslmode", format!("cannot set up TLS: {e}")))?;
-        Ok(match root_cert {
-            Some(root) => builder
-                .with_root_certificates(roots(root)?)
-                .with_no_client_auth(),
-            None => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
-                .with_no_client_auth(),
+        let verifier: Arc<dyn ServerCertVerifier> = match (check, &wanted.roots) {
+            (Check::Chain | Check::ChainAndName, Some(roots)) => {
+                let webpki = WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(store(roots)?),
+                    Arc::clone(&provider),
+                )
+                .build()
+                .map_err(|e| Error::config(roots.by, format!("cannot use {}: {e}", roots.value)))?;
+                if check == Check::Chain {
+                    Arc::new(ChainOnly(webpki))
+                } else {
+                    webpki
+                }
+            }
+            _ => Arc::new(EncryptOnly(provider)),
+        };
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        match &wanted.client {
+            Some((cert, key)) => {
+                let chain = certificates(&cert.value).map_err(|why| {
+                    Error::config(
+                        cert.by,
+                        format!(
+                            "cannot use {} as client certificate: {why}",
+                            cert.value.display()
+                        ),
+                    )
+                })?;
+                builder
+                    .with_client_auth_cert(chain, private_key(key)?)
+                    .map_err(|e| {
+                        Error::config(
+                            key.by,
+                            format!(
+                                "the key {} does not fit the client certificate: {e}",
+                                key.value.display()
+                            ),
+                        )
+                    })
+            }
+            None => Ok(builder.with_no_client_auth()),
+        }
+    }
+
+    fn store(roots: &Named<Roots>) -> Result<RootCertStore, Error> {
+        let mut store = RootCertStore::empty();
+        match &roots.value {
+            Roots::File(path) => {
+                let fail = |why: String| {
+                    Error::config(
+                        roots.by,
+                        format!(
+                            "cannot use {} as root certificate: {why}; give a PEM file with the \
+                             certificate of the authority that signed the server's certificate",
+                            path.display()
+                        ),
+                    )
+                };
+                for cert in certificates(path).map_err(fail)? {
+                    store.add(cert).map_err(|e| fail(e.to_string()))?;
+                }
+            }
+            Roots::System => {
+                let found = rustls_native_certs::load_native_certs();
+                let (added, _) = store.add_parsable_certificates(found.certs);
+                if added == 0 {
+                    return Err(Error::config(
+                        roots.by,
+                        "found no trusted root certificate on this system (looked where \
+                         OpenSSL looks: SSL_CERT_FILE, SSL_CERT_DIR, the distribution's bundle)",
+                    ));
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// Every certificate in a PEM file; at least one.
+    fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| e.to_string())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        if certs.is_empty() {
+            return Err("it holds no certificate".to_owned());
+        }
+        Ok(certs)
+    }
+
+    fn private_key(key: &Named<std::path::PathBuf>) -> Result<PrivateKeyDer<'static>, Error> {
+        let path = &key.value;
+        let fail = |why: String| {
+            Error::config(
+                key.by,
+                format!("cannot use {} as private key: {why}", path.display()),
+            )
+        };
+        let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+        if !private_enough(meta.mode(), meta.uid() == 0) {
+            return Err(fail(
+                "others can read it; allow only its owner (chmod 600), or root and its \
+                 group (chmod 640, owned by root), as libpq does"
+                    .to_owned(),
+            ));
+        }
+        PrivateKeyDer::from_pem_file(path).map_err(|e| {
+            fail(format!(
+                "{e} (an encrypted key, which would need sslpassword, is not supported: \
+                 decrypt it with `openssl pkey`)"
+            ))
         })
     }
 
-    fn roots(root: RootCert) -> Result<RootCertStore, Error> {
-        let fail = |why: String| {
-            Error::config(
-                root.key,
-                format!(
-                    "cannot use {} as root certificate: {why}; give a PEM file with the \
-                     certificate of the authority that signed the server's certificate",
-                    root.path.display()
-                ),
-            )
-        };
-        let mut store = RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(&root.path).map_err(|e| fail(e.to_string()))? {
-            let cert = cert.map_err(|e| fail(e.to_string()))?;
-            store.add(cert).map_err(|e| fail(e.to_string()))?;
+    /// libpq's `verify-ca`: the chain must lead to a trusted root; the name in the
+    /// certificate may be any.
+    #[derive(Debug)]
+    struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+    impl ServerCertVerifier for ChainOnly {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            server_name: &ServerName<'_>,
+            ocsp_response: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            match self.0.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            ) {
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )) => Ok(ServerCertVerified::assertion()),
+                other => other,
+            }
         }
-        if store.is_empty() {
-            return Err(fail("it holds no certificate".to_owned()));
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls12_signature(message, cert, dss)
         }
-        Ok(store)
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_verify_schemes()
+        }
     }
 
     /// libpq's `sslmode=prefer`/`require` without a root certificate: encrypt, check the
@@ -227,78 +506,132 @@ mod rustls_support {
 mod tests {
     use super::*;
 
-    fn driver(dsn: &str) -> tokio_postgres::Config {
-        dsn.parse().unwrap()
-    }
-
-    fn missing() -> RootCert {
-        RootCert {
-            path: PathBuf::from("/nonexistent/ca.pem"),
-            key: "root_cert",
-            explicit: true,
+    fn wanted(mode: Mode, roots: Option<Roots>, pglog_root: bool) -> Wanted {
+        Wanted {
+            mode,
+            roots: roots.map(|value| Named {
+                value,
+                by: if pglog_root {
+                    "root_cert"
+                } else {
+                    "sslrootcert"
+                },
+            }),
+            pglog_root,
+            client: None,
         }
     }
 
-    #[test]
-    fn the_setting_wins_over_pgsslrootcert_which_is_read_only_with_the_environment() {
-        let env = |name: &str| (name == "PGSSLROOTCERT").then(|| "/libpq/ca.pem".to_owned());
-        let chosen = root_cert(Some(Path::new("/mine.pem")), Some(&env)).unwrap();
-        assert_eq!(
-            (chosen.path.to_str(), chosen.explicit),
-            (Some("/mine.pem"), true)
-        );
-        let chosen = root_cert(None, Some(&env)).unwrap();
-        assert_eq!((chosen.key, chosen.explicit), ("PGSSLROOTCERT", false));
-        assert!(root_cert(None, None).is_none());
+    fn file() -> Option<Roots> {
+        Some(Roots::File(PathBuf::from("/ca.pem")))
     }
 
     #[test]
-    fn disable_and_prefer_need_no_tls() {
-        assert!(matches!(
-            transport(&driver("host=h sslmode=disable"), None),
-            Ok(Transport::Plain)
-        ));
-        assert!(transport(&driver("host=h"), None).is_ok());
+    fn modes_parse_as_libpq_spells_them() {
+        for name in [
+            "disable",
+            "allow",
+            "prefer",
+            "require",
+            "verify-ca",
+            "verify-full",
+        ] {
+            assert_eq!(Mode::parse(name).map(Mode::name), Some(name));
+        }
+        assert_eq!(Mode::parse("verify_full"), None);
+        assert_eq!(Mode::VerifyCa.driver(), SslMode::Require);
+        assert_eq!(Mode::Allow.driver(), SslMode::Prefer);
+    }
+
+    #[test]
+    fn each_mode_checks_what_libpq_checks() {
+        let check = |mode, roots, pglog| wanted(mode, roots, pglog).check().unwrap();
+        assert_eq!(check(Mode::Prefer, file(), false), Check::Nothing);
+        assert_eq!(check(Mode::Prefer, file(), true), Check::ChainAndName);
+        assert_eq!(check(Mode::Require, None, false), Check::Nothing);
+        assert_eq!(check(Mode::Require, file(), false), Check::Chain);
+        assert_eq!(check(Mode::Require, file(), true), Check::ChainAndName);
+        assert_eq!(check(Mode::VerifyCa, file(), false), Check::Chain);
+        assert_eq!(check(Mode::VerifyFull, file(), false), Check::ChainAndName);
+        assert_eq!(
+            check(Mode::VerifyFull, Some(Roots::System), false),
+            Check::ChainAndName
+        );
+    }
+
+    #[test]
+    fn impossible_checks_name_what_to_change() {
+        let msg = wanted(Mode::VerifyFull, None, false)
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with(
+                "invalid pglog setting `sslmode`: sslmode=verify-full needs a root certificate"
+            ),
+            "{msg}"
+        );
+        let msg = wanted(Mode::Require, Some(Roots::System), false)
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            msg,
+            "invalid pglog setting `sslrootcert`: the system's trusted roots need \
+             sslmode=verify-full (not require)"
+        );
+    }
+
+    #[test]
+    fn a_key_must_be_private_as_libpq_demands() {
+        assert!(private_enough(0o600, false));
+        assert!(private_enough(0o400, false));
+        assert!(!private_enough(0o640, false));
+        assert!(private_enough(0o640, true));
+        assert!(!private_enough(0o644, true));
+        assert!(!private_enough(0o604, false));
     }
 
     #[cfg(not(feature = "tls-rustls"))]
     #[test]
     fn without_the_feature_tls_demands_name_the_feature() {
-        let msg = transport(&driver("host=h sslmode=require"), None)
+        assert!(matches!(transport(&Wanted::prefer()), Ok(Transport::Plain)));
+        let msg = transport(&wanted(Mode::VerifyFull, file(), false))
             .unwrap_err()
             .to_string();
         assert!(
-            msg.starts_with("invalid pglog setting `sslmode`") && msg.contains("`tls-rustls`"),
+            msg.starts_with("invalid pglog setting `sslmode`: sslmode=verify-full needs TLS")
+                && msg.contains("`tls-rustls`"),
             "{msg}"
         );
-        let msg = transport(&driver("host=h"), Some(missing()))
+        let msg = transport(&wanted(Mode::Prefer, file(), true))
             .unwrap_err()
             .to_string();
         assert!(
             msg.starts_with("invalid pglog setting `root_cert`") && msg.contains("`tls-rustls`"),
             "{msg}"
         );
-        // libpq's PGSSLROOTCERT is a convention, not a demand: a plain build ignores it.
-        let implicit = RootCert {
-            explicit: false,
-            key: "PGSSLROOTCERT",
-            ..missing()
-        };
-        assert!(transport(&driver("host=h"), Some(implicit)).is_ok());
+        // libpq's conventions are not demands: a plain build ignores them under prefer.
+        assert!(transport(&wanted(Mode::Prefer, file(), false)).is_ok());
     }
 
     #[cfg(feature = "tls-rustls")]
     #[test]
-    fn with_the_feature_prefer_and_require_use_rustls() {
-        for dsn in ["host=h", "host=h sslmode=require"] {
-            assert!(matches!(
-                transport(&driver(dsn), None),
-                Ok(Transport::Rustls(_))
-            ));
-        }
-        let msg = transport(&driver("host=h sslmode=require"), Some(missing()))
-            .unwrap_err()
-            .to_string();
+    fn with_the_feature_files_are_checked_at_start() {
+        assert!(matches!(
+            transport(&Wanted::prefer()),
+            Ok(Transport::Rustls(_))
+        ));
+        assert!(matches!(
+            transport(&wanted(Mode::Disable, file(), true)),
+            Ok(Transport::Plain)
+        ));
+        let missing = wanted(
+            Mode::Require,
+            Some(Roots::File(PathBuf::from("/nonexistent/ca.pem"))),
+            true,
+        );
+        let msg = transport(&missing).unwrap_err().to_string();
         assert!(
             msg.starts_with("invalid pglog setting `root_cert`: cannot use /nonexistent/ca.pem"),
             "{msg}"
@@ -307,11 +640,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
-        let root = RootCert {
-            path: empty,
-            ..missing()
-        };
-        let msg = transport(&driver("host=h"), Some(root))
+        let msg = transport(&wanted(Mode::VerifyCa, Some(Roots::File(empty)), false))
             .unwrap_err()
             .to_string();
         assert!(msg.contains("holds no certificate"), "{msg}");

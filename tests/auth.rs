@@ -47,8 +47,11 @@ fn trust_over_the_socket_in_stoggers_form() {
         server
             .psql(
                 &db,
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE application_name = 'pglog' AND client_addr IS NULL AND backend_type = 'client backend'",
+                &format!(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = {} \
+                     AND client_addr IS NULL AND backend_type = 'client backend'",
+                    pglog_sessions()
+                ),
             )
             .unwrap()
     });
@@ -71,7 +74,10 @@ fn peer_maps_the_os_user_to_a_role() {
         server
             .psql(
                 &db,
-                "SELECT DISTINCT usename FROM pg_stat_activity WHERE application_name = 'pglog'",
+                &format!(
+                    "SELECT DISTINCT usename FROM pg_stat_activity WHERE application_name = {}",
+                    pglog_sessions()
+                ),
             )
             .unwrap()
     });
@@ -228,9 +234,12 @@ mod tls {
             .server
             .psql(
                 db,
-                "SELECT string_agg(DISTINCT s.ssl::text, ',') FROM pg_stat_ssl s \
-                 JOIN pg_stat_activity a USING (pid) \
-                 WHERE a.application_name = 'pglog' AND a.datname = current_database()",
+                &format!(
+                    "SELECT string_agg(DISTINCT s.ssl::text, ',') FROM pg_stat_ssl s \
+                     JOIN pg_stat_activity a USING (pid) \
+                     WHERE a.application_name = {} AND a.datname = current_database()",
+                    pglog_sessions()
+                ),
             )
             .unwrap()
     }

@@ -725,10 +725,11 @@ fn terminated_program() {
         s.spawn(|| {
             let mut client = connect(&dsn);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = client.batch_execute(
+                let _ = client.batch_execute(&format!(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE application_name = 'pglog' AND pid <> pg_backend_pid()",
-                );
+                     WHERE application_name = {} AND pid <> pg_backend_pid()",
+                    pglog_sessions()
+                ));
                 std::thread::sleep(Duration::from_millis(30));
             }
         });

@@ -1,12 +1,21 @@
-//! Turning a DSN into a driver configuration (the `%PASSWORD%` placeholder, libpq's
-//! environment variables, local defaults), and describing it without its password.
+//! Turning a DSN into a driver configuration as libpq would (the `%PASSWORD%`
+//! placeholder, services, libpq's environment variables, TLS parameters, local defaults),
+//! and describing it without its password.
 
+mod params;
+mod password;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::config::Host;
 
-use crate::settings::Lookup;
-use crate::Error;
+use params::{is_url, key_values, percent_encode, quote_value, Params};
+pub(crate) use password::{For, Password};
+
+use crate::settings::{Lookup, SharedEnv};
+use crate::{tls, Error};
 
 /// Where to connect, as given: a `postgresql://` URL or libpq `key=value` pairs, which
 /// may hold a password or the `%PASSWORD%` placeholder. `Debug` never shows it.
@@ -70,113 +79,282 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEPALIVE_RETRIES: u32 = 3;
 
-/// What a DSN came to.
+/// libpq's environment variables and the parameters they stand for. Each fills its
+/// parameter when neither the DSN nor its service sets it.
+pub(crate) const LIBPQ_VARS: [(&str, &str); 17] = [
+    ("PGHOST", "host"),
+    ("PGHOSTADDR", "hostaddr"),
+    ("PGPORT", "port"),
+    ("PGDATABASE", "dbname"),
+    ("PGUSER", "user"),
+    ("PGPASSFILE", "passfile"),
+    ("PGAPPNAME", "application_name"),
+    ("PGOPTIONS", "options"),
+    ("PGCONNECT_TIMEOUT", "connect_timeout"),
+    ("PGTARGETSESSIONATTRS", "target_session_attrs"),
+    ("PGLOADBALANCEHOSTS", "load_balance_hosts"),
+    ("PGCHANNELBINDING", "channel_binding"),
+    ("PGSSLMODE", "sslmode"),
+    ("PGSSLROOTCERT", "sslrootcert"),
+    ("PGSSLCERT", "sslcert"),
+    ("PGSSLKEY", "sslkey"),
+    ("PGSSLNEGOTIATION", "sslnegotiation"),
+];
+
+/// Where a DSN leads: the driver's configuration (without a password: that is looked up
+/// for each new connection), what TLS must check, and where the password comes from.
 #[derive(Debug)]
-pub(crate) enum Resolved {
-    Ready(Box<tokio_postgres::Config>),
-    /// The DSN asks for a password the environment does not give; says what to set.
-    NoPassword(String),
+pub(crate) struct Resolved {
+    pub driver: tokio_postgres::Config,
+    pub tls: tls::Wanted,
+    pub password: Password,
 }
 
-/// Turns `dsn` into a driver configuration.
+/// Resolves `dsn` as libpq would.
 ///
-/// `%PASSWORD%` is replaced by the password from `env`, encoded for the DSN's form. With
-/// `libpq_env`, libpq's variables (`PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`,
-/// `PGPASSWORD`, `PGSSLMODE`, `PGAPPNAME`) fill what the DSN leaves out. What is still
-/// missing is chosen as libpq would on a database host: the local Unix socket
-/// (`/var/run/postgresql` where it exists, else `/tmp`), the OS user, a database named
-/// after the user.
+/// `%PASSWORD%` stands for the password in [`PASSWORD_VARS`] (or none, as in stogger). A
+/// `service` (or, with `libpq_env`, `PGSERVICE`) fills what the DSN leaves out from the
+/// service file; with `libpq_env`, libpq's variables ([`LIBPQ_VARS`]) then fill what is
+/// still missing. The rest is chosen as libpq would on a database host: the local Unix
+/// socket (`/var/run/postgresql` where it exists, else `/tmp`), the OS user, a database
+/// named after the user, the program's name as `application_name`. `root_cert` is
+/// pglog's own setting, which wins over `sslrootcert`.
 ///
 /// # Errors
 ///
-/// A DSN the driver cannot parse, or a malformed libpq variable; the message never
-/// repeats the DSN, which may hold a password.
+/// A DSN, service or variable that is malformed or names what pglog cannot honour; the
+/// message names the parameter and never repeats a password.
 pub(crate) fn resolve(
     dsn: Option<&str>,
+    root_cert: Option<&Path>,
     connect_timeout: Duration,
-    env: Lookup<'_>,
+    env: &SharedEnv,
     libpq_env: bool,
 ) -> Result<Resolved, Error> {
-    let mut config = match dsn {
-        Some(dsn) if dsn.contains(PLACEHOLDER) => {
-            let Some(password) = PASSWORD_VARS.iter().find_map(|name| env(name)) else {
-                return Ok(Resolved::NoPassword(format!(
-                    "the DSN contains {PLACEHOLDER} but neither {} nor {} is set; set one of them \
-                     to the database password. Until then events go to stderr",
-                    PASSWORD_VARS[0], PASSWORD_VARS[1]
-                )));
-            };
-            parse(&substitute_password(dsn, &password))?
-        }
-        Some(dsn) => parse(dsn)?,
-        None => tokio_postgres::Config::new(),
+    let (mut params, placeholder) = match dsn {
+        Some(dsn) => parse_with_placeholder(dsn, &**env)?,
+        None => (Params::default(), false),
     };
+    // The DSN's own password; a service's or libpq's is looked up at each connection.
+    let own_password = params.take("password").map(|(value, _)| value);
+    let service = params
+        .take("service")
+        .map(|(name, _)| name)
+        .or_else(|| libpq_env.then(|| env("PGSERVICE")).flatten());
+    if let Some(name) = &service {
+        for (key, value) in crate::libpq::service::lookup(name, &**env)? {
+            params.fill(&key, value, "service");
+        }
+    }
     if libpq_env {
-        fill_from_libpq_env(
-            &mut config,
-            dsn.is_some_and(|d| sets_key(d, "sslmode")),
-            env,
-        )?;
+        for (var, key) in LIBPQ_VARS {
+            if let Some(value) = env(var) {
+                params.fill(key, value, var);
+            }
+        }
     }
-    if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
-        config.host(default_socket_dir());
+    params.take("password");
+    let home = env("HOME").map(PathBuf::from);
+    let tls = tls_wanted(&mut params, root_cert, home.as_deref())?;
+    let password = Password::new(
+        own_password,
+        placeholder,
+        service,
+        params.take("passfile").map(|(path, _)| path),
+        libpq_env,
+        Arc::clone(env),
+    );
+    reject_unsupported(&params)?;
+    let mut driver = params.to_driver()?;
+    defaults(&mut driver, &params, connect_timeout);
+    driver.ssl_mode(tls.mode.driver());
+    // libpq never uses TLS over a Unix socket, whatever sslmode says; the server would
+    // refuse it, and `sslmode=require` would fail for nothing.
+    let local_only = driver.get_hostaddrs().is_empty()
+        && driver
+            .get_hosts()
+            .iter()
+            .all(|h| matches!(h, Host::Unix(_)));
+    let tls = if local_only {
+        tls::Wanted {
+            mode: tls::Mode::Disable,
+            ..tls
+        }
+    } else {
+        tls
+    };
+    if local_only {
+        driver.ssl_mode(tokio_postgres::config::SslMode::Disable);
     }
-    if config.get_user().is_none() {
-        config.user(os_user());
+    Ok(Resolved {
+        driver,
+        tls,
+        password,
+    })
+}
+
+/// The DSN's parameters, `%PASSWORD%` stood in for by [`Password`]: whether it was there.
+fn parse_with_placeholder(dsn: &str, env: Lookup<'_>) -> Result<(Params, bool), Error> {
+    if !dsn.contains(PLACEHOLDER) {
+        return Ok((Params::parse(dsn)?, false));
     }
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(connect_timeout);
+    // A marker no real password holds, encoded for the DSN's form, tells where the
+    // placeholder stood once the DSN is parsed.
+    let marker = "\u{1}pglog-password\u{1}";
+    let mut params = Params::parse(&substitute_password(dsn, marker))?;
+    match params.get("password") {
+        Some(password) if password == marker => Ok((params, true)),
+        // Anywhere else (inside a longer password, in another parameter) it is replaced
+        // as it stands, once.
+        _ => {
+            let now = PASSWORD_VARS
+                .iter()
+                .find_map(|name| env(name))
+                .unwrap_or_default();
+            params = Params::parse(&substitute_password(dsn, &now))?;
+            Ok((params, false))
+        }
     }
-    if config.get_application_name().is_none() {
-        config.application_name("pglog");
+}
+
+/// `sslmode` and the certificates, taken out of `params` (the driver refuses most of them).
+fn tls_wanted(
+    params: &mut Params,
+    root_cert: Option<&Path>,
+    home: Option<&Path>,
+) -> Result<tls::Wanted, Error> {
+    let mode = match params.take("sslmode") {
+        Some((text, from)) => tls::Mode::parse(&text).ok_or_else(|| {
+            Error::config(
+                if from == "dsn" { "sslmode" } else { from },
+                format!(
+                    "`{text}` is not an sslmode; use disable, allow, prefer, require, verify-ca \
+                     or verify-full"
+                ),
+            )
+        })?,
+        None => tls::Mode::Prefer,
+    };
+    let in_home = |name: &str| {
+        home.map(|h| h.join(".postgresql").join(name))
+            .filter(|p| p.exists())
+    };
+    let by = |from: &'static str, key: &'static str| if from == "dsn" { key } else { from };
+    let sslrootcert = params.take("sslrootcert");
+    let roots = match (root_cert, sslrootcert) {
+        (Some(path), _) => Some(tls::Named {
+            value: tls::Roots::File(path.to_owned()),
+            by: "root_cert",
+        }),
+        (None, Some((value, from))) if value == "system" => Some(tls::Named {
+            value: tls::Roots::System,
+            by: by(from, "sslrootcert"),
+        }),
+        (None, Some((path, from))) => Some(tls::Named {
+            value: tls::Roots::File(PathBuf::from(path)),
+            by: by(from, "sslrootcert"),
+        }),
+        (None, None) => in_home("root.crt").map(|path| tls::Named {
+            value: tls::Roots::File(path),
+            by: "~/.postgresql/root.crt",
+        }),
+    };
+    let named =
+        |key: &'static str, default: &str, given: Option<(String, &'static str)>| match given {
+            Some((path, from)) => Some(tls::Named {
+                value: PathBuf::from(path),
+                by: by(from, key),
+            }),
+            None => in_home(default).map(|value| tls::Named {
+                value,
+                by: if key == "sslcert" {
+                    "~/.postgresql/postgresql.crt"
+                } else {
+                    "~/.postgresql/postgresql.key"
+                },
+            }),
+        };
+    let cert = named("sslcert", "postgresql.crt", params.take("sslcert"));
+    let key = named("sslkey", "postgresql.key", params.take("sslkey"));
+    // As libpq: a client certificate whose file does not exist is simply not sent.
+    let client = match (cert.filter(|c| c.value.exists()), key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (Some(cert), None) => {
+            return Err(Error::config(
+                "sslkey",
+                format!(
+                    "the client certificate {} has no private key: set sslkey (or PGSSLKEY), \
+                     or put it in ~/.postgresql/postgresql.key",
+                    cert.value.display()
+                ),
+            ))
+        }
+        (None, _) => None,
+    };
+    Ok(tls::Wanted {
+        mode,
+        pglog_root: root_cert.is_some(),
+        roots,
+        client,
+    })
+}
+
+/// libpq parameters pglog does not honour, refused with the reason rather than the
+/// driver's "unknown option".
+fn reject_unsupported(params: &Params) -> Result<(), Error> {
+    const UNSUPPORTED: [(&str, &str); 5] = [
+        (
+            "sslpassword",
+            "encrypted client keys are not supported; decrypt the key with `openssl pkey`",
+        ),
+        ("sslcrl", "certificate revocation lists are not checked"),
+        ("sslcrldir", "certificate revocation lists are not checked"),
+        ("gssencmode", "GSSAPI encryption is not supported; use TLS"),
+        ("krbsrvname", "Kerberos authentication is not supported"),
+    ];
+    for (key, why) in UNSUPPORTED {
+        if params.has(key) {
+            return Err(Error::config("dsn", format!("the DSN sets `{key}`: {why}")));
+        }
+    }
+    Ok(())
+}
+
+/// What libpq would choose for what is still unset.
+fn defaults(driver: &mut tokio_postgres::Config, params: &Params, connect_timeout: Duration) {
+    if driver.get_hosts().is_empty() && driver.get_hostaddrs().is_empty() {
+        driver.host(default_socket_dir());
+    }
+    if driver.get_user().is_none() {
+        driver.user(os_user());
+    }
+    if driver.get_connect_timeout().is_none() {
+        driver.connect_timeout(connect_timeout);
+    }
+    if driver.get_application_name().is_none() {
+        driver.application_name(program_name());
     }
     // Keepalives are on (libpq's default too), but the OS waits two hours of quiet before
     // its first probe; pglog asks for earlier ones so that a vanished peer or a dropped
     // NAT entry is noticed on an idle session, unless the DSN says otherwise.
-    let sets = |key| dsn.is_some_and(|d| sets_key(d, key));
-    if !sets("keepalives_idle") {
-        config.keepalives_idle(KEEPALIVE_IDLE);
+    if !params.has("keepalives_idle") {
+        driver.keepalives_idle(KEEPALIVE_IDLE);
     }
-    if !sets("keepalives_interval") {
-        config.keepalives_interval(KEEPALIVE_INTERVAL);
+    if !params.has("keepalives_interval") {
+        driver.keepalives_interval(KEEPALIVE_INTERVAL);
     }
-    if !sets("keepalives_retries") && !sets("keepalives_count") {
-        config.keepalives_retries(KEEPALIVE_RETRIES);
+    if !params.has("keepalives_retries") && !params.has("keepalives_count") {
+        driver.keepalives_retries(KEEPALIVE_RETRIES);
     }
-    // libpq never uses TLS over a Unix socket, whatever sslmode says; the server would
-    // refuse it, and `sslmode=require` would fail for nothing.
-    let local_only = config.get_hostaddrs().is_empty()
-        && config
-            .get_hosts()
-            .iter()
-            .all(|h| matches!(h, Host::Unix(_)));
-    if local_only {
-        config.ssl_mode(SslMode::Disable);
-    }
-    Ok(Resolved::Ready(Box::new(config)))
 }
 
-fn parse(dsn: &str) -> Result<tokio_postgres::Config, Error> {
-    dsn.parse::<tokio_postgres::Config>().map_err(|e| {
-        let cause = crate::error::chain(&e);
-        let hint = if cause.contains("`sslmode`") {
-            "; pglog takes sslmode disable, prefer or require, and verifies the server's \
-             certificate when given a root certificate (root_cert)"
-        } else {
-            ""
-        };
-        Error::config(
-            "dsn",
-            format!(
-                "cannot parse the DSN ({cause}{hint}); expected postgresql://user:password@host:port/dbname \
-                 or key=value pairs such as `host=/var/run/postgresql dbname=app`"
-            ),
-        )
-    })
-}
-
-fn is_url(dsn: &str) -> bool {
-    dsn.starts_with("postgresql://") || dsn.starts_with("postgres://")
+/// The program's name, so that `pg_stat_activity` shows which tool is logging.
+fn program_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|path| path.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .or_else(|| std::env::args().next())
+        .unwrap_or_else(|| "pglog".to_owned())
 }
 
 /// Replaces every `%PASSWORD%` in `dsn` so that the driver reads back exactly `password`:
@@ -196,148 +374,10 @@ pub(crate) fn substitute_password(dsn: &str, password: &str) -> String {
             })
             .collect::<Vec<_>>()
             .join(" "),
-        // Left for the driver to report; substituting into text we cannot read could only
+        // Left for the parser to report; substituting into text we cannot read could only
         // put the password into its error message.
         None => dsn.to_owned(),
     }
-}
-
-/// Everything but RFC 3986's unreserved characters, as `%XX` per UTF-8 byte.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-fn quote_value(value: &str) -> String {
-    format!("'{}'", value.replace('\\', r"\\").replace('\'', r"\'"))
-}
-
-/// The pairs of a libpq `key=value` string, values unquoted and unescaped, by the
-/// grammar the driver parses; `None` when it is malformed.
-fn key_values(dsn: &str) -> Option<Vec<(String, String)>> {
-    let mut pairs = Vec::new();
-    let mut chars = dsn.chars().peekable();
-    let skip_space = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| {
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-    };
-    loop {
-        skip_space(&mut chars);
-        if chars.peek().is_none() {
-            return Some(pairs);
-        }
-        let mut key = String::new();
-        while let Some(c) = chars.next_if(|c| !c.is_whitespace() && *c != '=') {
-            key.push(c);
-        }
-        skip_space(&mut chars);
-        if key.is_empty() || chars.next() != Some('=') {
-            return None;
-        }
-        skip_space(&mut chars);
-        let mut value = String::new();
-        if chars.next_if_eq(&'\'').is_some() {
-            loop {
-                match chars.next()? {
-                    '\'' => break,
-                    '\\' => value.push(chars.next()?),
-                    c => value.push(c),
-                }
-            }
-        } else {
-            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
-                match c {
-                    '\\' => value.extend(chars.next()),
-                    c => value.push(c),
-                }
-            }
-            if value.is_empty() {
-                return None;
-            }
-        }
-        pairs.push((key, value));
-    }
-}
-
-/// Whether the DSN itself sets `key`. Only needed where the parsed configuration cannot
-/// tell "set to the default" from "not set" (`sslmode`).
-fn sets_key(dsn: &str, key: &str) -> bool {
-    if is_url(dsn) {
-        dsn.split_once('?').is_some_and(|(_, query)| {
-            query
-                .split('&')
-                .any(|param| param.split('=').next() == Some(key))
-        })
-    } else {
-        key_values(dsn).is_some_and(|pairs| pairs.iter().any(|(k, _)| k == key))
-    }
-}
-
-/// libpq's environment fills what the DSN leaves out, and only that.
-fn fill_from_libpq_env(
-    config: &mut tokio_postgres::Config,
-    dsn_sets_sslmode: bool,
-    env: Lookup<'_>,
-) -> Result<(), Error> {
-    if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
-        if let Some(hosts) = env("PGHOST") {
-            for host in hosts.split(',') {
-                config.host(host.trim());
-            }
-        }
-    }
-    if config.get_ports().is_empty() {
-        if let Some(ports) = env("PGPORT") {
-            for port in ports.split(',') {
-                let port = port.trim().parse().map_err(|_| {
-                    Error::config("PGPORT", format!("`{port}` is not a port number"))
-                })?;
-                config.port(port);
-            }
-        }
-    }
-    if config.get_user().is_none() {
-        if let Some(user) = env("PGUSER") {
-            config.user(&user);
-        }
-    }
-    if config.get_dbname().is_none() {
-        if let Some(dbname) = env("PGDATABASE") {
-            config.dbname(&dbname);
-        }
-    }
-    // stogger's socket form `postgresql://user:@/db` gives an empty password: no password.
-    if config.get_password().is_none_or(<[u8]>::is_empty) {
-        if let Some(password) = env("PGPASSWORD") {
-            config.password(password);
-        }
-    }
-    if config.get_application_name().is_none() {
-        if let Some(name) = env("PGAPPNAME") {
-            config.application_name(&name);
-        }
-    }
-    if !dsn_sets_sslmode {
-        if let Some(mode) = env("PGSSLMODE") {
-            // The driver's parser decides which modes exist, so both routes agree.
-            let parsed = parse(&format!("sslmode={}", quote_value(&mode))).map_err(|_| {
-                Error::config(
-                    "PGSSLMODE",
-                    format!(
-                        "`{mode}` is not a mode pglog supports; use disable, prefer or require"
-                    ),
-                )
-            })?;
-            config.ssl_mode(parsed.get_ssl_mode());
-        }
-    }
-    Ok(())
 }
 
 /// Debian and most distributions put the socket here; upstream's default is /tmp.
@@ -390,15 +430,60 @@ mod tests {
     /// `key=value` string.
     const NASTY: &str = r#"p@ss:w/rd %2F?#&'"x"#;
 
-    fn ready(dsn: Option<&str>, vars: &[(&str, &str)], libpq_env: bool) -> tokio_postgres::Config {
-        match resolve(dsn, T, &env(vars), libpq_env).unwrap() {
-            Resolved::Ready(config) => *config,
-            Resolved::NoPassword(why) => panic!("{why}"),
+    fn shared(vars: &[(&str, &str)]) -> SharedEnv {
+        Arc::new(env(vars))
+    }
+
+    fn resolved(dsn: Option<&str>, vars: &[(&str, &str)], libpq_env: bool) -> Resolved {
+        resolve(dsn, None, T, &shared(vars), libpq_env).unwrap()
+    }
+
+    fn error(dsn: Option<&str>, vars: &[(&str, &str)], libpq_env: bool) -> String {
+        resolve(dsn, None, T, &shared(vars), libpq_env)
+            .unwrap_err()
+            .to_string()
+    }
+
+    /// The driver configuration as a connection to the first host would use it.
+    fn connecting(resolved: &Resolved) -> tokio_postgres::Config {
+        let mut config = resolved.driver.clone();
+        let host = match &config.get_hosts()[0] {
+            Host::Tcp(name) => name.clone(),
+            Host::Unix(dir) => dir.display().to_string(),
+        };
+        let user = config.get_user().unwrap().to_owned();
+        let dbname = config.get_dbname().unwrap_or(&user).to_owned();
+        let to = For {
+            host: &host,
+            port: config.get_ports().first().copied().unwrap_or(5432),
+            dbname: &dbname,
+            user: &user,
+        };
+        if let Some(password) = resolved.password.lookup(to) {
+            config.password(password);
         }
+        config
+    }
+
+    fn ready(dsn: Option<&str>, vars: &[(&str, &str)], libpq_env: bool) -> tokio_postgres::Config {
+        connecting(&resolved(dsn, vars, libpq_env))
     }
 
     fn plain(dsn: &str) -> tokio_postgres::Config {
         ready(Some(dsn), &[], false)
+    }
+
+    /// A scratch directory for files the DSN names.
+    fn scratch(label: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pglog-dsn-{label}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn private_file(path: &Path, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
 
     #[test]
@@ -408,7 +493,9 @@ mod tests {
         let kv = plain("host=/tmp port=5433 user=app dbname=ops");
         assert_eq!(describe(&kv), "app@/tmp:5433/ops");
         assert_eq!(kv.get_connect_timeout(), Some(&T));
-        assert_eq!(kv.get_application_name(), Some("pglog"));
+        // The program's name, so that pg_stat_activity tells which tool logs.
+        assert_eq!(kv.get_application_name(), Some(program_name().as_str()));
+        assert!(!program_name().is_empty());
     }
 
     #[test]
@@ -425,9 +512,7 @@ mod tests {
             "host=h password=hunter2 bogus_option=1",
             "host='unterminated hunter2",
         ] {
-            let msg = resolve(Some(bad), T, &env(&[]), false)
-                .unwrap_err()
-                .to_string();
+            let msg = error(Some(bad), &[], false);
             assert!(
                 msg.starts_with("invalid pglog setting `dsn`: cannot parse the DSN"),
                 "{msg}"
@@ -435,25 +520,24 @@ mod tests {
             assert!(msg.contains("expected postgresql://"), "{msg}");
             assert!(!msg.contains("hunter2"), "{msg}");
         }
-        let msg = resolve(Some("host=h sslmode=verify-full"), T, &env(&[]), false)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            msg.contains("pglog takes sslmode disable, prefer or require"),
-            "{msg}"
+        assert_eq!(
+            error(Some("host=h sslmode=verify_full"), &[], false),
+            "invalid pglog setting `sslmode`: `verify_full` is not an sslmode; use disable, \
+             allow, prefer, require, verify-ca or verify-full"
+        );
+        assert_eq!(
+            error(Some("host=h sslpassword=x"), &[], false),
+            "invalid pglog setting `dsn`: the DSN sets `sslpassword`: encrypted client keys \
+             are not supported; decrypt the key with `openssl pkey`"
         );
     }
 
     #[test]
     fn no_dsn_means_local_socket_as_the_os_user() {
-        let c = plain_none();
+        let c = ready(None, &[], false);
         assert!(matches!(c.get_hosts(), [Host::Unix(_)]));
         assert_eq!(c.get_user(), Some(whoami::username().unwrap().as_str()));
-        assert_eq!(c.get_ssl_mode(), SslMode::Disable);
-    }
-
-    fn plain_none() -> tokio_postgres::Config {
-        ready(None, &[], false)
+        assert_eq!(c.get_ssl_mode(), tokio_postgres::config::SslMode::Disable);
     }
 
     #[test]
@@ -467,7 +551,7 @@ mod tests {
         let c = ready(Some(dsn), &[("PGLOG_PASSWORD", NASTY)], false);
         assert_eq!(c.get_password(), Some(NASTY.as_bytes()));
         assert_eq!(describe(&c), "app@db:5432/ops");
-        // In the query string too, and more than once.
+        // In the query string too.
         let c = ready(
             Some("postgresql://app@db/ops?password=%PASSWORD%"),
             &[("STOGGER_POSTGRES_PASSWORD", NASTY)],
@@ -513,57 +597,32 @@ mod tests {
     }
 
     #[test]
-    fn missing_password_names_both_variables() {
-        match resolve(
+    fn an_unset_placeholder_means_no_password_as_in_stogger() {
+        let r = resolved(Some("postgresql://u:%PASSWORD%@db/ops"), &[], false);
+        assert_eq!(connecting(&r).get_password(), None);
+        let hint = r.password.hint().unwrap();
+        assert!(
+            hint.contains("PGLOG_PASSWORD") && hint.contains("STOGGER_POSTGRES_PASSWORD"),
+            "{hint}"
+        );
+        let r = resolved(
             Some("postgresql://u:%PASSWORD%@db/ops"),
-            T,
-            &env(&[]),
+            &[("PGLOG_PASSWORD", "pw")],
             false,
-        )
-        .unwrap()
-        {
-            Resolved::NoPassword(why) => {
-                assert!(
-                    why.contains("PGLOG_PASSWORD") && why.contains("STOGGER_POSTGRES_PASSWORD"),
-                    "{why}"
-                );
-                assert!(why.contains("%PASSWORD%"), "{why}");
-            }
-            other => panic!("{other:?}"),
-        }
+        );
+        assert_eq!(r.password.hint(), None);
+        assert!(!format!("{r:?}").contains("pw\""), "{r:?}");
     }
 
     #[test]
     fn malformed_key_value_dsn_keeps_the_password_out_of_the_error() {
-        let msg = resolve(
-            Some("host='db password=%PASSWORD%"),
-            T,
-            &env(&[("PGLOG_PASSWORD", "hunter2")]),
+        let msg = error(
+            Some("host=db password='%PASSWORD% unterminated"),
+            &[("PGLOG_PASSWORD", "hunter2")],
             false,
-        )
-        .unwrap_err()
-        .to_string();
+        );
         assert!(msg.contains("unterminated"), "{msg}");
         assert!(!msg.contains("hunter2"), "{msg}");
-    }
-
-    #[test]
-    fn key_value_tokens_follow_the_drivers_grammar() {
-        assert_eq!(
-            key_values(r"a=1  b = 'x y' c='it\'s' d=back\\slash e=\ lead"),
-            Some(vec![
-                ("a".into(), "1".into()),
-                ("b".into(), "x y".into()),
-                ("c".into(), "it's".into()),
-                ("d".into(), r"back\slash".into()),
-                ("e".into(), " lead".into()),
-            ])
-        );
-        assert_eq!(key_values(""), Some(vec![]));
-        assert_eq!(key_values("a"), None);
-        assert_eq!(key_values("a="), None);
-        assert_eq!(key_values("a='x"), None);
-        assert_eq!(key_values("=x"), None);
     }
 
     #[test]
@@ -576,8 +635,12 @@ mod tests {
             ("PGPASSWORD", "envpw"),
             ("PGAPPNAME", "envapp"),
             ("PGSSLMODE", "require"),
+            ("PGOPTIONS", "-c work_mem=8MB"),
+            ("PGCONNECT_TIMEOUT", "7"),
+            ("PGTARGETSESSIONATTRS", "read-write"),
         ];
-        let c = ready(None, &vars, true);
+        let r = resolved(None, &vars, true);
+        let c = connecting(&r);
         assert_eq!(
             c.get_hosts(),
             [Host::Unix("/run/pg".into()), Host::Tcp("db2".into())]
@@ -587,22 +650,30 @@ mod tests {
         assert_eq!(c.get_dbname(), Some("envdb"));
         assert_eq!(c.get_password(), Some(&b"envpw"[..]));
         assert_eq!(c.get_application_name(), Some("envapp"));
-        assert_eq!(c.get_ssl_mode(), SslMode::Require);
+        assert_eq!(c.get_options(), Some("-c work_mem=8MB"));
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(7)));
+        assert_eq!(
+            c.get_target_session_attrs(),
+            tokio_postgres::config::TargetSessionAttrs::ReadWrite
+        );
+        assert_eq!(r.tls.mode, tls::Mode::Require);
 
-        let c = ready(
+        let r = resolved(
             Some("host=db port=6000 user=u dbname=d password=p application_name=a sslmode=prefer"),
             &vars,
             true,
         );
+        let c = connecting(&r);
         assert_eq!(describe(&c), "u@db:6000/d");
         assert_eq!(c.get_password(), Some(&b"p"[..]));
         assert_eq!(c.get_application_name(), Some("a"));
-        assert_eq!(c.get_ssl_mode(), SslMode::Prefer);
+        assert_eq!(r.tls.mode, tls::Mode::Prefer);
 
         let c = ready(Some("postgresql://u:@db/d?sslmode=disable"), &vars, true);
         assert_eq!(c.get_password(), Some(&b"envpw"[..]), "empty means none");
-        assert_eq!(c.get_ssl_mode(), SslMode::Disable);
-        assert_eq!(c.get_ports(), [5432], "a URL host brings its port");
+        // As in libpq, a URL without a port leaves it to PGPORT.
+        let c = ready(Some("postgresql://u@db/d"), &[("PGPORT", "6000")], true);
+        assert_eq!(c.get_ports(), [6000]);
 
         // Without libpq_env (Builder::new), none of them is read.
         let c = ready(None, &vars, false);
@@ -612,26 +683,177 @@ mod tests {
 
     #[test]
     fn malformed_libpq_variables_are_named() {
-        let err =
-            |vars: &[(&str, &str)]| resolve(None, T, &env(vars), true).unwrap_err().to_string();
         assert_eq!(
-            err(&[("PGPORT", "54x")]),
-            "invalid pglog setting `PGPORT`: `54x` is not a port number"
+            error(None, &[("PGPORT", "54x")], true),
+            "invalid pglog setting `PGPORT`: invalid value for option `port` (from PGPORT)"
+        );
+        assert!(error(None, &[("PGSSLMODE", "verify")], true)
+            .starts_with("invalid pglog setting `PGSSLMODE`: `verify` is not an sslmode"));
+    }
+
+    #[test]
+    fn tls_parameters_come_from_the_dsn_the_environment_or_pglog() {
+        let r = resolved(
+            Some("postgresql://u@db/d?sslmode=verify-full&sslrootcert=/ca.pem&sslcert=/nonexistent.crt"),
+            &[],
+            false,
+        );
+        assert_eq!(r.tls.mode, tls::Mode::VerifyFull);
+        assert_eq!(
+            r.tls.roots,
+            Some(tls::Named {
+                value: tls::Roots::File("/ca.pem".into()),
+                by: "sslrootcert"
+            })
+        );
+        assert_eq!(
+            r.tls.client, None,
+            "a missing client certificate is not sent"
+        );
+        assert_eq!(
+            r.driver.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+        let r = resolved(
+            Some("host=db sslmode=verify-full sslrootcert=system"),
+            &[],
+            false,
+        );
+        assert_eq!(r.tls.roots.unwrap().value, tls::Roots::System);
+        let vars = [("PGSSLROOTCERT", "/env-ca.pem"), ("PGSSLMODE", "verify-ca")];
+        let r = resolved(Some("host=db"), &vars, true);
+        assert_eq!(r.tls.mode, tls::Mode::VerifyCa);
+        assert_eq!(r.tls.roots.as_ref().unwrap().by, "PGSSLROOTCERT");
+        // pglog's own setting wins over libpq's.
+        let r = resolve(
+            Some("host=db sslrootcert=/dsn-ca.pem"),
+            Some(Path::new("/mine.pem")),
+            T,
+            &shared(&vars),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            r.tls.roots,
+            Some(tls::Named {
+                value: tls::Roots::File("/mine.pem".into()),
+                by: "root_cert"
+            })
+        );
+        assert!(r.tls.pglog_root);
+        // A client certificate that exists needs its key.
+        let dir = scratch("cert");
+        let cert = dir.join("client.crt");
+        std::fs::write(&cert, "x").unwrap();
+        let msg = error(
+            Some(&format!("host=db sslcert={}", cert.display())),
+            &[],
+            false,
         );
         assert!(
-            err(&[("PGSSLMODE", "verify-full")]).starts_with("invalid pglog setting `PGSSLMODE`")
+            msg.starts_with("invalid pglog setting `sslkey`: the client certificate"),
+            "{msg}"
         );
+        let r = resolved(
+            Some("host=db"),
+            &[
+                ("PGSSLCERT", cert.to_str().unwrap()),
+                ("PGSSLKEY", "/k.key"),
+            ],
+            true,
+        );
+        let (c, k) = r.tls.client.unwrap();
+        assert_eq!((c.by, k.by), ("PGSSLCERT", "PGSSLKEY"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_service_fills_what_the_dsn_leaves_out() {
+        let dir = scratch("service");
+        let file = dir.join("services.conf");
+        private_file(
+            &file,
+            "[logs]\nhost=svc-host\nport=6543\ndbname=svcdb\nuser=svcuser\npassword=svcpw\nsslmode=require\n",
+        );
+        let vars = [("PGSERVICEFILE", file.to_str().unwrap())];
+        let r = resolved(Some("service=logs dbname=mine"), &vars, false);
+        let c = connecting(&r);
+        assert_eq!(describe(&c), "svcuser@svc-host:6543/mine");
+        assert_eq!(c.get_password(), Some(&b"svcpw"[..]));
+        assert_eq!(r.tls.mode, tls::Mode::Require);
+        // PGSERVICE names it when libpq's variables are read.
+        let vars = [
+            ("PGSERVICEFILE", file.to_str().unwrap()),
+            ("PGSERVICE", "logs"),
+        ];
+        let c = ready(Some("postgresql:///other"), &vars, true);
+        assert_eq!(describe(&c), "svcuser@svc-host:6543/other");
+        // The service's password is read again for each connection.
+        let r = resolved(Some("service=logs"), &vars, false);
+        private_file(&file, "[logs]\nhost=svc-host\npassword=rotated\n");
+        assert_eq!(connecting(&r).get_password(), Some(&b"rotated"[..]));
+        let msg = error(Some("service=nope"), &vars, false);
+        assert!(msg.contains("\"nope\""), "{msg}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_password_file_is_read_for_each_connection() {
+        let dir = scratch("pgpass");
+        let file = dir.join("pgpass");
+        private_file(&file, "db:5432:ops:app:first\n*:*:*:other:x\n");
+        let vars = [("PGPASSFILE", file.to_str().unwrap())];
+        let r = resolved(Some("postgresql://app@db/ops"), &vars, true);
+        assert_eq!(connecting(&r).get_password(), Some(&b"first"[..]));
+        private_file(&file, "db:5432:ops:app:second\n");
+        assert_eq!(connecting(&r).get_password(), Some(&b"second"[..]));
+        // The DSN's `passfile`, and libpq's order: PGPASSWORD before the file.
+        let r = resolved(
+            Some(&format!(
+                "host=db user=app dbname=ops passfile={}",
+                file.display()
+            )),
+            &[("PGPASSWORD", "env")],
+            true,
+        );
+        assert_eq!(connecting(&r).get_password(), Some(&b"env"[..]));
+        let r = resolved(
+            Some(&format!(
+                "host=db user=app dbname=ops passfile={}",
+                file.display()
+            )),
+            &[],
+            false,
+        );
+        assert_eq!(connecting(&r).get_password(), Some(&b"second"[..]));
+        // ~/.pgpass by default.
+        let home = dir.join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        private_file(&home.join(".pgpass"), "*:*:*:app:fromhome\n");
+        let c = ready(
+            Some("host=db user=app"),
+            &[("HOME", home.to_str().unwrap())],
+            false,
+        );
+        assert_eq!(c.get_password(), Some(&b"fromhome"[..]));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn stoggers_socket_form_and_unix_sockets_skip_tls() {
-        let c = plain("postgresql://app:@/ops?host=/var/run/postgresql&sslmode=require");
+        let r = resolved(
+            Some("postgresql://app:@/ops?host=/var/run/postgresql&sslmode=require"),
+            &[],
+            false,
+        );
+        let c = connecting(&r);
         assert_eq!(c.get_hosts(), [Host::Unix("/var/run/postgresql".into())]);
         assert_eq!(c.get_user(), Some("app"));
         assert_eq!(c.get_dbname(), Some("ops"));
-        assert_eq!(c.get_ssl_mode(), SslMode::Disable);
+        assert_eq!(c.get_ssl_mode(), tokio_postgres::config::SslMode::Disable);
+        assert_eq!(r.tls.mode, tls::Mode::Disable);
         let tcp = plain("postgresql://app@db/ops?sslmode=require");
-        assert_eq!(tcp.get_ssl_mode(), SslMode::Require);
+        assert_eq!(tcp.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
     }
 
     #[test]
@@ -642,16 +864,5 @@ mod tests {
             c.get_target_session_attrs(),
             tokio_postgres::config::TargetSessionAttrs::ReadWrite
         );
-    }
-
-    #[test]
-    fn sslmode_is_seen_in_both_forms() {
-        assert!(sets_key(
-            "postgresql://u@h/d?a=1&sslmode=disable",
-            "sslmode"
-        ));
-        assert!(!sets_key("postgresql://u@h/d?a=1", "sslmode"));
-        assert!(sets_key("host=h sslmode='require'", "sslmode"));
-        assert!(!sets_key("host=h application_name=sslmode", "sslmode"));
     }
 }

@@ -11,6 +11,10 @@ use crate::Error;
 /// Looks an environment variable up; tests pass a map instead of the real environment.
 pub(crate) type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// The environment kept for later: pglog reads passwords and password files again at each
+/// new connection.
+pub(crate) type SharedEnv = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// The real environment. An empty variable counts as unset, as a shell user expects of
 /// `VAR= program`.
 pub(crate) fn real_env(name: &str) -> Option<String> {

@@ -30,7 +30,7 @@ use self::forms::{
 use crate::dsn::Dsn;
 use crate::{Error, Overflow};
 
-pub(crate) use env::{real_env, Lookup};
+pub(crate) use env::{real_env, Lookup, SharedEnv};
 
 /// The table stogger-postgres writes to; sharing it is the point.
 pub const DEFAULT_TABLE: &str = "stogger_logs";

@@ -25,6 +25,7 @@ use tokio_postgres::error::DbError;
 use tokio_postgres::{AsyncMessage, CancelToken, Client, Config, SimpleQueryMessage};
 
 use super::trouble::{Kind, Trouble};
+use crate::dsn::{For, Password};
 use crate::tls::Transport;
 
 /// A byte stream to the server: what the driver speaks PostgreSQL over.
@@ -80,6 +81,10 @@ pub(crate) struct Address {
     /// The host name as written, for TLS's server name check (none over a Unix socket).
     #[cfg_attr(not(feature = "tls-rustls"), allow(dead_code))]
     tls_name: Option<String>,
+    /// The host as written (name, address or socket directory) and the port: what the
+    /// password file is matched against.
+    host: String,
+    port: u16,
 }
 
 #[derive(Debug, Clone)]
@@ -229,10 +234,14 @@ pub(crate) struct Opened {
     pub address: Address,
 }
 
-/// How to open sessions: the driver configuration and the transport.
+/// How to open sessions: the driver configuration, the password and the transport.
 pub(crate) struct Endpoint {
+    /// Without a password: that is looked up for each connection.
     config: Config,
+    password: Password,
     transport: Transport,
+    /// How TLS checks the server, for the message when it refuses its certificate.
+    tls_checks: String,
     /// Per address, as libpq's `connect_timeout`.
     limit: Duration,
     keepalive: Keepalive,
@@ -250,7 +259,13 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(config: Config, transport: Transport, limit: Duration) -> Endpoint {
+    pub fn new(
+        config: Config,
+        password: Password,
+        transport: Transport,
+        tls_checks: String,
+        limit: Duration,
+    ) -> Endpoint {
         let keepalive = Keepalive {
             on: config.get_keepalives(),
             idle: config.get_keepalives_idle(),
@@ -260,7 +275,9 @@ impl Endpoint {
         };
         Endpoint {
             config,
+            password,
             transport,
+            tls_checks,
             limit,
             keepalive,
             preferred: AtomicUsize::new(usize::MAX),
@@ -386,17 +403,18 @@ impl Endpoint {
             })
     }
 
-    /// TLS as `sslmode` asks, then startup and authentication.
+    /// TLS as `sslmode` asks, then startup and authentication with the password as it
+    /// is now.
     async fn handshake(
         &self,
         stream: Stream,
         address: &Address,
     ) -> Result<(Client, Box<dyn Drive>), Trouble> {
-        let failed = |e: tokio_postgres::Error| Trouble::from_connect(&e, address);
+        let config = self.config_for(address);
+        let failed = |e: tokio_postgres::Error| self.explain(Trouble::from_connect(&e, address));
         match &self.transport {
             Transport::Plain => {
-                let (client, connection) = self
-                    .config
+                let (client, connection) = config
                     .connect_raw(stream, tokio_postgres::NoTls)
                     .await
                     .map_err(failed)?;
@@ -415,11 +433,47 @@ impl Endpoint {
                         format!("cannot set up TLS for {address}: {e}"),
                     )
                 })?;
-                let (client, connection) =
-                    self.config.connect_raw(stream, tls).await.map_err(failed)?;
+                let (client, connection) = config.connect_raw(stream, tls).await.map_err(failed)?;
                 Ok((client, Box::new(connection)))
             }
         }
+    }
+
+    /// The driver configuration for a connection to `address`, with the password the
+    /// DSN, the environment or the password file gives now.
+    fn config_for(&self, address: &Address) -> std::borrow::Cow<'_, Config> {
+        let user = self.config.get_user().unwrap_or_default();
+        let to = For {
+            host: &address.host,
+            port: address.port,
+            dbname: self.config.get_dbname().unwrap_or(user),
+            user,
+        };
+        match self.password.lookup(to) {
+            Some(password) => {
+                let mut config = self.config.clone();
+                config.password(password);
+                std::borrow::Cow::Owned(config)
+            }
+            None => std::borrow::Cow::Borrowed(&self.config),
+        }
+    }
+
+    /// Adds what the operator needs to know to a failed connect: how TLS checked the
+    /// certificate it refused, why no password may have been sent.
+    fn explain(&self, mut trouble: Trouble) -> Trouble {
+        if trouble.detail.contains("certificate") {
+            trouble.detail = format!(
+                "{}; the server's certificate was checked as {}",
+                trouble.detail, self.tls_checks
+            );
+        }
+        if trouble.kind == Kind::Login {
+            if let Some(hint) = self.password.hint() {
+                trouble.detail = format!("{}; {hint}", trouble.detail);
+            }
+        }
+        trouble
     }
 
     /// libpq's `target_session_attrs`: a standby is skipped when writes are wanted.
@@ -508,15 +562,24 @@ fn resolve(target: &Target, port: u16, limit: Duration) -> io::Result<Vec<Addres
         Target::Unix(dir) => Ok(vec![Address {
             place: Place::Unix(dir.join(format!(".s.PGSQL.{port}"))),
             tls_name: None,
+            host: dir.display().to_string(),
+            port,
         }]),
-        Target::Ip(ip, name) => Ok(vec![Address {
-            place: Place::Tcp(SocketAddr::new(*ip, port)),
-            tls_name: Some(name.clone().unwrap_or_else(|| ip.to_string())),
-        }]),
+        Target::Ip(ip, name) => {
+            let written = name.clone().unwrap_or_else(|| ip.to_string());
+            Ok(vec![Address {
+                place: Place::Tcp(SocketAddr::new(*ip, port)),
+                tls_name: Some(written.clone()),
+                host: written,
+                port,
+            }])
+        }
         Target::Name(name) => {
             let tcp = |addr| Address {
                 place: Place::Tcp(addr),
                 tls_name: Some(name.clone()),
+                host: name.clone(),
+                port,
             };
             if let Ok(ip) = name.parse::<IpAddr>() {
                 return Ok(vec![tcp(SocketAddr::new(ip, port))]);
@@ -561,7 +624,9 @@ mod tests {
     fn endpoint(dsn: &str) -> Endpoint {
         Endpoint::new(
             dsn.parse().unwrap(),
+            Password::none(),
             Transport::Plain,
+            String::new(),
             Duration::from_secs(1),
         )
     }

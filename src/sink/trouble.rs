@@ -70,12 +70,23 @@ impl Trouble {
 
     /// A failure while opening a session at `address`.
     pub fn from_connect(error: &tokio_postgres::Error, address: &Address) -> Trouble {
+        let text = crate::error::chain(error);
+        // The driver's own words when the server asks for a password and none was found.
+        if text.contains("password missing") {
+            return Trouble::new(
+                Kind::Login,
+                format!(
+                    "{address}: the server asks for a password and none was found (in the DSN, \
+                     PGPASSWORD or the password file ~/.pgpass)"
+                ),
+            );
+        }
         let kind = match classify(error) {
             // Before the session exists, a broken connection is a refusal to talk.
             Kind::Lost => Kind::Unreachable,
             kind => kind,
         };
-        Trouble::new(kind, format!("{address}: {}", crate::error::chain(error)))
+        Trouble::new(kind, format!("{address}: {text}"))
     }
 
     /// A failure of a statement on an open session.

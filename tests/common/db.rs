@@ -140,3 +140,10 @@ pub fn expected_indexes(table: &str) -> Vec<String> {
     names.sort();
     names
 }
+
+/// The `application_name` of pglog's sessions in this test program, as an SQL literal:
+/// pglog names them after the program that logs.
+pub fn pglog_sessions() -> String {
+    let exe = std::env::current_exe().expect("the test program's path");
+    sql_literal(&exe.file_name().unwrap().to_string_lossy())
+}

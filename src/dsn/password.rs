@@ -1,0 +1,142 @@
+//! The password of a connection, looked up each time a session is opened, as libpq does:
+//! a password rotated in `~/.pgpass`, in a service file or in the environment takes
+//! effect at the next reconnect, without restarting the program.
+
+use crate::fallback::RateLimit;
+use crate::libpq::{passfile, service};
+use crate::settings::SharedEnv;
+
+use super::{PASSWORD_VARS, PLACEHOLDER};
+
+/// Where a connection's password comes from, first found wins: the DSN's `%PASSWORD%`
+/// (from [`PASSWORD_VARS`]) or its own password, the service's, `PGPASSWORD` (when libpq's
+/// variables are read), the password file (`passfile`, `PGPASSFILE` or `~/.pgpass`).
+pub(crate) struct Password {
+    /// The DSN's own password; empty (stogger's `user:@` form) counts as none.
+    own: Option<String>,
+    /// The DSN said `%PASSWORD%`.
+    placeholder: bool,
+    service: Option<String>,
+    passfile: Option<String>,
+    libpq_env: bool,
+    env: SharedEnv,
+    /// Said once: the password file was ignored (readable by others, unreadable).
+    passfile_notice: RateLimit,
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Password")
+            .field("own", &self.own.as_ref().map(|_| "<set, not shown>"))
+            .field("placeholder", &self.placeholder)
+            .field("service", &self.service)
+            .field("passfile", &self.passfile)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who a connection is for, as the password file matches it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct For<'a> {
+    /// The host as written (a name, an address, or a socket directory).
+    pub host: &'a str,
+    pub port: u16,
+    pub dbname: &'a str,
+    pub user: &'a str,
+}
+
+impl Password {
+    pub fn new(
+        own: Option<String>,
+        placeholder: bool,
+        service: Option<String>,
+        passfile: Option<String>,
+        libpq_env: bool,
+        env: SharedEnv,
+    ) -> Password {
+        Password {
+            own,
+            placeholder,
+            service,
+            passfile,
+            libpq_env,
+            env,
+            passfile_notice: RateLimit::once(),
+        }
+    }
+
+    /// No password from anywhere but the (empty) environment: for tests of other parts.
+    #[cfg(test)]
+    pub fn none() -> Password {
+        Password::new(
+            None,
+            false,
+            None,
+            None,
+            false,
+            std::sync::Arc::new(|_: &str| None),
+        )
+    }
+
+    /// The password for a new connection, read now; `None`: send none.
+    pub fn lookup(&self, to: For<'_>) -> Option<String> {
+        let env = &*self.env;
+        let nonempty = |p: Option<String>| p.filter(|p| !p.is_empty());
+        let from_dsn = if self.placeholder {
+            PASSWORD_VARS.iter().find_map(|name| env(name))
+        } else {
+            self.own.clone()
+        };
+        nonempty(from_dsn)
+            .or_else(|| {
+                let name = self.service.as_deref()?;
+                let params = service::lookup(name, env).ok()?;
+                nonempty(
+                    params
+                        .into_iter()
+                        .find(|(k, _)| k == "password")
+                        .map(|(_, v)| v),
+                )
+            })
+            .or_else(|| nonempty(self.libpq_env.then(|| env("PGPASSWORD")).flatten()))
+            .or_else(|| self.in_passfile(to))
+    }
+
+    fn in_passfile(&self, to: For<'_>) -> Option<String> {
+        // PGPASSFILE only when libpq's variables are read; `~/.pgpass` always, as psql.
+        let env = |name: &str| {
+            (self.libpq_env || name == "HOME")
+                .then(|| (self.env)(name))
+                .flatten()
+        };
+        let path = passfile::location(self.passfile.as_deref(), &env)?;
+        match passfile::read(&path) {
+            passfile::Read::Found(file) => file
+                .lookup(
+                    to.host,
+                    Some(to.port),
+                    to.dbname,
+                    to.user,
+                    super::default_socket_dir(),
+                )
+                .map(str::to_owned),
+            passfile::Read::Missing => None,
+            passfile::Read::Ignored(why) => {
+                self.passfile_notice.notice(|| why);
+                None
+            }
+        }
+    }
+
+    /// Why the server may have asked in vain, for the notice about a refused login.
+    pub fn hint(&self) -> Option<String> {
+        let env = &*self.env;
+        (self.placeholder && PASSWORD_VARS.iter().all(|name| env(name).is_none())).then(|| {
+            format!(
+                "the DSN contains {PLACEHOLDER} but neither {} nor {} is set; set one of them \
+                 to the database password",
+                PASSWORD_VARS[0], PASSWORD_VARS[1]
+            )
+        })
+    }
+}
