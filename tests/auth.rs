@@ -125,6 +125,86 @@ fn scram_with_a_password_full_of_special_characters() {
     assert!(!why.contains("wrong@"), "{why}");
 }
 
+/// A role whose password is only in a password file (named by the DSN's `passfile`):
+/// rows land; the password is changed on the server and in the file while the logger
+/// runs, its sessions are terminated, and rows land again once it reconnects.
+#[test]
+fn a_password_file_is_read_again_at_each_reconnect() {
+    let server = auth_server();
+    let role = unique("rotating");
+    server
+        .psql(
+            "postgres",
+            &format!(
+                "CREATE ROLE {role} LOGIN PASSWORD {}",
+                sql_literal("first pw")
+            ),
+        )
+        .unwrap();
+    let db = database(server, "passfile", &role);
+    let passfile = scratch_dir("passfile").join("pgpass");
+    let write = |password: &str| {
+        std::fs::write(
+            &passfile,
+            format!(
+                "# pglog test\n127.0.0.1:{}:*:{role}:{password}\n",
+                server.port()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &passfile,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+    };
+    write("first pw");
+    open_levels();
+    let (logger, guard) = pglog::Builder::new()
+        .dsn(format!(
+            "host=127.0.0.1 port={} user={role} dbname={db} passfile='{}'",
+            server.port(),
+            passfile.display()
+        ))
+        .table("rotated_logs")
+        .require_database(true)
+        .build()
+        .expect("build");
+    for i in 0..3 {
+        log::info!(logger: &logger, i; "before");
+    }
+    assert_eq!(guard.stats().written, 3);
+    server
+        .psql(
+            "postgres",
+            &format!(
+                "ALTER ROLE {role} PASSWORD {};\n\
+                 SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = {};",
+                sql_literal("second pw"),
+                sql_literal(&role)
+            ),
+        )
+        .unwrap();
+    write("second pw");
+    for i in 0..3 {
+        log::info!(logger: &logger, i; "after");
+    }
+    let stats = guard.stats();
+    let stored = events(&server.dsn(&db), "rotated_logs");
+    assert_eq!(
+        stats.written + stats.fallback + stats.uncertain,
+        6,
+        "{stats:?}"
+    );
+    assert_eq!(stored.iter().filter(|e| *e == "before").count(), 3);
+    println!("    after the rotation: {stats:?}");
+    assert!(
+        stored.iter().filter(|e| *e == "after").count() >= 2,
+        "{stored:?} {stats:?}"
+    );
+    assert_eq!(stored.len() as u64, stats.written, "{stats:?}");
+}
+
 #[test]
 fn multi_host_dsn_skips_a_closed_port() {
     let server = server();
@@ -339,5 +419,147 @@ mod tls {
             || (),
         );
         assert_eq!(written, 3);
+    }
+
+    // --- libpq's verification modes and client certificates -------------------------
+
+    /// The server's certificate names 127.0.0.1; this DSN connects there as `localhost`.
+    fn other_name(db: &str, extra: &str) -> String {
+        format!(
+            "host=localhost hostaddr=127.0.0.1 port={} user=postgres dbname={db} {extra}",
+            tls_server().server.port()
+        )
+    }
+
+    fn rootcert(ca: &std::path::Path) -> String {
+        format!("sslrootcert='{}'", ca.display())
+    }
+
+    #[test]
+    fn verify_full_with_the_right_host_connects() {
+        let (db, local) = db("verify_full");
+        let builder = pglog::Builder::new()
+            .dsn(tcp(
+                &db,
+                &format!("sslmode=verify-full {}", rootcert(&tls_server().ca)),
+            ))
+            .table("vf_logs");
+        let (written, ssl) = log_three(builder, || ssl_sessions(&db));
+        assert_eq!((written, ssl.as_str()), (3, "true"));
+        assert_eq!(events(&local, "vf_logs"), ["first", "second", "third"]);
+    }
+
+    #[test]
+    fn verify_full_refuses_another_host_or_authority_and_says_how_it_checked() {
+        let (db, _) = db("verify_full_bad");
+        let ca = rootcert(&tls_server().ca);
+        let other = rootcert(&tls_server().other_ca);
+        for dsn in [
+            other_name(&db, &format!("sslmode=verify-full {ca}")),
+            tcp(&db, &format!("sslmode=verify-full {other}")),
+        ] {
+            let why = startup_error(pglog::Builder::new().dsn(&dsn));
+            assert!(
+                why.contains("certificate")
+                    && why.contains("sslmode=verify-full with sslrootcert="),
+                "{dsn}: {why}"
+            );
+        }
+        // Without a root certificate anywhere, verify-full is a configuration error.
+        let err = pglog::Builder::new()
+            .dsn(tcp(&db, "sslmode=verify-full"))
+            .build()
+            .map(drop)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "invalid pglog setting `sslmode`: sslmode=verify-full needs a root certificate"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn verify_ca_takes_another_host_name_but_not_another_authority() {
+        let (db, local) = db("verify_ca");
+        let builder = pglog::Builder::new()
+            .dsn(other_name(
+                &db,
+                &format!("sslmode=verify-ca {}", rootcert(&tls_server().ca)),
+            ))
+            .table("vca_logs");
+        let (written, ssl) = log_three(builder, || ssl_sessions(&db));
+        assert_eq!((written, ssl.as_str()), (3, "true"));
+        assert_eq!(events(&local, "vca_logs").len(), 3);
+        let why = startup_error(pglog::Builder::new().dsn(other_name(
+            &db,
+            &format!("sslmode=verify-ca {}", rootcert(&tls_server().other_ca)),
+        )));
+        assert!(why.contains("sslmode=verify-ca with sslrootcert="), "{why}");
+    }
+
+    #[test]
+    fn the_system_roots_do_not_trust_a_private_authority() {
+        let (db, _) = db("tls_system");
+        let why = startup_error(
+            pglog::Builder::new().dsn(tcp(&db, "sslmode=verify-full sslrootcert=system")),
+        );
+        assert!(
+            why.contains("certificate") && why.contains("the system's trusted roots"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn client_certificate_authentication() {
+        let tls = tls_server();
+        let db = database(&tls.server, "tls_cert", CERT_ROLE);
+        let local = tls.server.socket_dsn(&db);
+        let dsn = format!(
+            "postgresql://{CERT_ROLE}@127.0.0.1:{}/{db}?sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}",
+            tls.server.port(),
+            percent_encode(&tls.ca.to_string_lossy()),
+            percent_encode(&tls.client_cert.to_string_lossy()),
+            percent_encode(&tls.client_key.to_string_lossy()),
+        );
+        let (written, ()) = log_three(
+            pglog::Builder::new()
+                .dsn(&dsn)
+                .table("cert_logs")
+                .require_database(true),
+            || (),
+        );
+        assert_eq!(written, 3);
+        assert_eq!(events(&local, "cert_logs"), ["first", "second", "third"]);
+        // Without the certificate the server refuses the role.
+        let why = startup_error(pglog::Builder::new().dsn(format!(
+            "host=127.0.0.1 port={} user={CERT_ROLE} dbname={db} sslmode=require",
+            tls.server.port()
+        )));
+        assert!(why.contains("certificate"), "{why}");
+        // A key others may read is refused before any connection, as libpq does.
+        let open_key = scratch_dir("open-key").join("client.key");
+        std::fs::copy(&tls.client_key, &open_key).unwrap();
+        std::fs::set_permissions(
+            &open_key,
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
+        let err = pglog::Builder::new()
+            .dsn(format!(
+                "host=127.0.0.1 port={} user={CERT_ROLE} dbname={db} sslcert='{}' sslkey='{}'",
+                tls.server.port(),
+                tls.client_cert.display(),
+                open_key.display()
+            ))
+            .build()
+            .map(drop)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("invalid pglog setting `sslkey`") && err.contains("others can read it"),
+            "{err}"
+        );
     }
 }

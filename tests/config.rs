@@ -49,6 +49,9 @@ fn main() {
         pgpassword_fills_a_dsn_without_one,
         tls_from_the_environment,
         batch_mode_from_the_file,
+        a_service_file_and_pgservice,
+        pgpassfile_from_the_environment,
+        an_unset_password_placeholder_against_trust_stores,
     ];
 }
 
@@ -638,4 +641,117 @@ fn tls_from_the_environment() {
         &local,
         "file_ca",
     );
+    // A client certificate through PGSSLCERT and PGSSLKEY, verified both ways.
+    let cert_db = database(&tls.server, "tls_env_cert", CERT_ROLE);
+    assert_stored(
+        &project(""),
+        &[
+            (
+                "PGLOG_DSN",
+                &format!(
+                    "host=127.0.0.1 port={} user={CERT_ROLE} dbname={cert_db}",
+                    tls.server.port()
+                ),
+            ),
+            ("PGSSLMODE", "verify-full"),
+            ("PGSSLROOTCERT", tls.ca.to_str().unwrap()),
+            ("PGSSLCERT", tls.client_cert.to_str().unwrap()),
+            ("PGSSLKEY", tls.client_key.to_str().unwrap()),
+        ],
+        &tls.server.socket_dsn(&cert_db),
+        pglog::DEFAULT_TABLE,
+    );
+}
+
+// --- libpq's files: services and passwords ----------------------------------------------
+
+fn a_service_file_and_pgservice() {
+    let (svc_db, svc_dsn) = trust_db("svc");
+    let (own_db, own_dsn) = trust_db("svc_own");
+    let dir = project("");
+    let file = dir.join("services.conf");
+    fs::write(
+        &file,
+        format!(
+            "# shared with psql\n[logs]\nhost=127.0.0.1\nport={}\nuser=postgres\ndbname={svc_db}\n",
+            server().port()
+        ),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    // The DSN's own parameters win over the service's.
+    assert_stored(
+        &dir,
+        &[
+            ("PGLOG_DSN", &format!("service=logs dbname={own_db}")),
+            ("PGSERVICEFILE", file),
+        ],
+        &own_dsn,
+        pglog::DEFAULT_TABLE,
+    );
+    // PGSERVICE, with no DSN at all.
+    assert_stored(
+        &dir,
+        &[("PGSERVICE", "logs"), ("PGSERVICEFILE", file)],
+        &svc_dsn,
+        pglog::DEFAULT_TABLE,
+    );
+    let msg = init_error(
+        &dir,
+        &[("PGLOG_DSN", "service=nope"), ("PGSERVICEFILE", file)],
+    );
+    assert!(
+        msg.contains("invalid pglog setting `service`: definition of service \"nope\" not found"),
+        "{msg}"
+    );
+}
+
+fn pgpassfile_from_the_environment() {
+    let server = auth_server();
+    let db = database(server, "pgpassfile", SCRAM_ROLE);
+    let dir = project("");
+    let file = dir.join("pgpass");
+    // libpq's escapes: `\:` and `\\` inside a field.
+    let escaped = NASTY.replace('\\', "\\\\").replace(':', "\\:");
+    fs::write(
+        &file,
+        format!("127.0.0.1:{}:{db}:{SCRAM_ROLE}:{escaped}\n", server.port()),
+    )
+    .unwrap();
+    let private = |mode| {
+        fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap()
+    };
+    private(0o600);
+    let envs = [
+        (
+            "PGLOG_DSN",
+            format!("postgresql://{SCRAM_ROLE}@127.0.0.1:{}/{db}", server.port()),
+        ),
+        ("PGPASSFILE", file.to_str().unwrap().to_owned()),
+    ];
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let output = assert_stored(&dir, &envs, &server.dsn(&db), pglog::DEFAULT_TABLE);
+    assert!(!printed(&output).contains(NASTY));
+    // A file others may read is ignored, as libpq does, and said once.
+    private(0o644);
+    let output = init_in(&dir, &envs);
+    assert_success(&output);
+    let notices = notices(&output);
+    assert!(
+        notices.iter().any(|n| n.contains("u=rw (0600) or less")),
+        "{notices:?}"
+    );
+    assert_eq!(stdout(&output).trim(), "written=0 fallback=5");
+    assert!(!printed(&output).contains(NASTY));
+}
+
+fn an_unset_password_placeholder_against_trust_stores() {
+    // As stogger: no password variable means an empty password, which a server that
+    // does not ask for one (trust, peer, cert) never needs.
+    let (db, dsn) = trust_db("nopw_trust");
+    let dir = project(&format!(
+        "[tool.stogger]\npostgres_dsn = \"postgresql://postgres:%PASSWORD%@127.0.0.1:{}/{db}\"\n",
+        server().port()
+    ));
+    assert_stored(&dir, &[], &dsn, pglog::DEFAULT_TABLE);
 }

@@ -17,6 +17,8 @@ pub(crate) enum Kind {
     Silent,
     /// The peer answered with something that is not the PostgreSQL protocol.
     NotPostgres,
+    /// The server's TLS certificate failed the check `sslmode` asks for.
+    Untrusted,
     /// Authentication or authorization failed (wrong password, pg_hba.conf, no database).
     Login,
     /// The server turned the session away (too many connections, shutting down, a
@@ -81,6 +83,10 @@ impl Trouble {
                 ),
             );
         }
+        // rustls's words for a certificate that failed verification.
+        if text.contains("invalid peer certificate") {
+            return Trouble::new(Kind::Untrusted, format!("{address}: {text}"));
+        }
         let kind = match classify(error) {
             // Before the session exists, a broken connection is a refusal to talk.
             Kind::Lost => Kind::Unreachable,
@@ -117,6 +123,11 @@ impl Trouble {
         match self.kind {
             Kind::Unreachable => format!("cannot connect to {target}: {detail}"),
             Kind::Silent => format!("cannot connect to {target}: {detail}"),
+            Kind::Untrusted => format!(
+                "{target} presented a certificate pglog cannot trust ({detail}); give the \
+                 authority that signed it (sslrootcert), connect by a name the certificate \
+                 holds, or relax sslmode"
+            ),
             Kind::NotPostgres => format!(
                 "the peer at {target} did not answer as PostgreSQL ({detail}); check the host and \
                  port of the DSN"
@@ -237,6 +248,7 @@ mod tests {
         assert!(t(Kind::Lost).starts_with("lost the connection"));
         assert!(t(Kind::Timeout).contains("locked"));
         assert!(t(Kind::NotPostgres).contains("did not answer as PostgreSQL"));
+        assert!(t(Kind::Untrusted).contains("cannot trust"));
         assert!(t(Kind::Login).contains("pg_hba.conf"));
     }
 }

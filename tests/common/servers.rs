@@ -18,6 +18,9 @@ pub const NASTY: &str = r#"p@ss:w/rd %2F?#&'"x"#;
 pub const APP: &str = "app";
 pub const PEER_ROLE: &str = "peer_role";
 pub const SCRAM_ROLE: &str = "scram_role";
+/// The role of [`tls_server`] that logs in with a client certificate (`cert` in
+/// pg_hba.conf): the certificate's common name.
+pub const CERT_ROLE: &str = "cert_role";
 
 /// The test's own percent-encoding (independent of pglog's), for literal URL passwords.
 pub fn percent_encode(text: &str) -> String {
@@ -74,13 +77,17 @@ pub fn auth_server() -> &'static Server {
 }
 
 /// A server that takes TCP connections only over TLS, with a certificate for 127.0.0.1
-/// signed by a test authority.
+/// signed by a test authority; [`CERT_ROLE`] logs in with a client certificate signed by
+/// the same authority.
 pub struct TlsServer {
     pub server: Server,
     /// The authority that signed the server's certificate.
     pub ca: PathBuf,
     /// An authority that did not.
     pub other_ca: PathBuf,
+    /// [`CERT_ROLE`]'s certificate and key (mode 0600).
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 /// The TLS server, started on first use.
@@ -105,10 +112,28 @@ pub fn tls_server() -> &'static TlsServer {
         ] {
             server.write_data_file(name, contents, mode).unwrap();
         }
+        // The server checks client certificates against the same authority.
+        server
+            .write_data_file("root.crt", ca_pem.clone(), 0o644)
+            .unwrap();
         let dir = scratch_dir("tls");
         let (ca_path, other_ca) = (dir.join("ca.pem"), dir.join("other-ca.pem"));
         fs::write(&ca_path, ca_pem).unwrap();
         fs::write(&other_ca, other_pem).unwrap();
+        let client_key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, CERT_ROLE);
+        let client = params.signed_by(&client_key, &ca).unwrap();
+        let (client_cert, client_key_path) = (dir.join("client.crt"), dir.join("client.key"));
+        fs::write(&client_cert, client.pem()).unwrap();
+        fs::write(&client_key_path, client_key.serialize_pem()).unwrap();
+        fs::set_permissions(
+            &client_key_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
 
         server
             .psql(
@@ -116,10 +141,13 @@ pub fn tls_server() -> &'static TlsServer {
                 &format!(
                     "ALTER SYSTEM SET ssl_cert_file = {};\n\
                      ALTER SYSTEM SET ssl_key_file = {};\n\
+                     ALTER SYSTEM SET ssl_ca_file = {};\n\
                      ALTER SYSTEM SET ssl = on;\n\
-                     CREATE ROLE {SCRAM_ROLE} LOGIN PASSWORD {};",
+                     CREATE ROLE {SCRAM_ROLE} LOGIN PASSWORD {};\n\
+                     CREATE ROLE {CERT_ROLE} LOGIN;",
                     sql_literal(&data.join("server.crt").to_string_lossy()),
                     sql_literal(&data.join("server.key").to_string_lossy()),
+                    sql_literal(&data.join("root.crt").to_string_lossy()),
                     sql_literal(NASTY),
                 ),
             )
@@ -128,6 +156,7 @@ pub fn tls_server() -> &'static TlsServer {
             .replace_hba(&[
                 "local all all trust",
                 &format!("hostssl all {SCRAM_ROLE} 127.0.0.1/32 scram-sha-256"),
+                &format!("hostssl all {CERT_ROLE} 127.0.0.1/32 cert"),
                 "hostssl all all 127.0.0.1/32 trust",
                 // Proves that what connects over TCP used TLS.
                 "hostnossl all all 127.0.0.1/32 reject",
@@ -139,6 +168,8 @@ pub fn tls_server() -> &'static TlsServer {
             server,
             ca: ca_path,
             other_ca,
+            client_cert,
+            client_key: client_key_path,
         }
     })
 }
