@@ -38,8 +38,10 @@ pub fn init() -> Result<Guard, Error> {
 
 /// Configures a pglog logger.
 ///
-/// [`Builder::new`] starts from plain defaults and reads nothing from files or the
-/// environment, except the password a `%PASSWORD%` in its DSN asks for.
+/// [`Builder::new`] starts from plain defaults and reads no configuration file and none of
+/// pglog's or libpq's variables; only what a connection needs as `psql` would find it: the
+/// password a `%PASSWORD%` in the DSN asks for, and in the home directory `~/.pgpass`,
+/// `~/.postgresql/` certificates and, for a DSN that names a service, the service files.
 /// [`Builder::discover`] starts from the configuration file and lets the environment
 /// override everything when the logger is built, builder calls included.
 ///
@@ -72,8 +74,8 @@ pub struct Builder {
 
 impl Builder {
     /// Plain defaults: the local Unix socket as the current OS user, table
-    /// `stogger_logs`, level `info`. Nothing is read from files or the environment, except
-    /// the password that a `%PASSWORD%` in the DSN asks for.
+    /// `stogger_logs`, level `info`. No configuration file or variable is read (see
+    /// [`Builder`] for what a connection still looks up, as libpq would).
     pub fn new() -> Builder {
         Builder::default()
     }

@@ -164,6 +164,7 @@ pub(crate) fn resolve(
         libpq_env,
         Arc::clone(env),
     );
+    libpq_spellings(&mut params)?;
     reject_unsupported(&params)?;
     let mut driver = params.to_driver()?;
     defaults(&mut driver, &params, connect_timeout);
@@ -299,6 +300,32 @@ fn tls_wanted(
     })
 }
 
+/// libpq parameters the driver knows by another name or not at all, though their meaning
+/// is plain: `keepalives_count`, `fallback_application_name`, a UTF-8 `client_encoding`
+/// (the only one pglog speaks).
+fn libpq_spellings(params: &mut Params) -> Result<(), Error> {
+    if let Some((count, from)) = params.take("keepalives_count") {
+        params.fill("keepalives_retries", count, from);
+    }
+    if let Some((name, from)) = params.take("fallback_application_name") {
+        params.fill("application_name", name, from);
+    }
+    if let Some((encoding, from)) = params.take("client_encoding") {
+        let utf8 = ["utf8", "utf-8", "unicode", "auto"];
+        if !utf8.contains(&encoding.to_ascii_lowercase().as_str()) {
+            return Err(Error::config(
+                if from == "dsn" {
+                    "client_encoding"
+                } else {
+                    from
+                },
+                format!("pglog speaks UTF-8 only, not `{encoding}`; remove the setting"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// libpq parameters pglog does not honour, refused with the reason rather than the
 /// driver's "unknown option".
 fn reject_unsupported(params: &Params) -> Result<(), Error> {
@@ -343,7 +370,7 @@ fn defaults(driver: &mut tokio_postgres::Config, params: &Params, connect_timeou
     if !params.has("keepalives_interval") {
         driver.keepalives_interval(KEEPALIVE_INTERVAL);
     }
-    if !params.has("keepalives_retries") && !params.has("keepalives_count") {
+    if !params.has("keepalives_retries") {
         driver.keepalives_retries(KEEPALIVE_RETRIES);
     }
 }
@@ -854,6 +881,21 @@ mod tests {
         assert_eq!(r.tls.mode, tls::Mode::Disable);
         let tcp = plain("postgresql://app@db/ops?sslmode=require");
         assert_eq!(tcp.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+    }
+
+    #[test]
+    fn libpqs_own_spellings_are_understood() {
+        let c =
+            plain("host=db keepalives_count=7 fallback_application_name=tool client_encoding=UTF8");
+        assert_eq!(c.get_keepalives_retries(), Some(7));
+        assert_eq!(c.get_application_name(), Some("tool"));
+        let c = plain("host=db application_name=mine fallback_application_name=tool");
+        assert_eq!(c.get_application_name(), Some("mine"));
+        assert_eq!(
+            error(Some("host=db client_encoding=LATIN1"), &[], false),
+            "invalid pglog setting `client_encoding`: pglog speaks UTF-8 only, not `LATIN1`; \
+             remove the setting"
+        );
     }
 
     #[test]
