@@ -275,6 +275,7 @@ mod rustls_support {
     };
 
     use super::{private_enough, Check, Named, Roots, Wanted};
+    use crate::libpq::{read_regular, SMALL_FILE_LIMIT};
     use crate::Error;
 
     pub(super) fn client_config(wanted: &Wanted, check: Check) -> Result<ClientConfig, Error> {
@@ -365,8 +366,8 @@ mod rustls_support {
 
     /// Every certificate in a PEM file; at least one.
     fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| e.to_string())?
+        let pem = read_regular(path, SMALL_FILE_LIMIT).map_err(|e| e.to_string())?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
         if certs.is_empty() {
@@ -386,12 +387,13 @@ mod rustls_support {
         let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
         if !private_enough(meta.mode(), meta.uid() == 0) {
             return Err(fail(
-                "others can read it; allow only its owner (chmod 600), or root and its \
-                 group (chmod 640, owned by root), as libpq does"
+                "its group or others may read it; allow only its owner (chmod 600), or \
+                 root and its group (chmod 640, owned by root), as libpq does"
                     .to_owned(),
             ));
         }
-        PrivateKeyDer::from_pem_file(path).map_err(|e| {
+        let pem = read_regular(path, SMALL_FILE_LIMIT).map_err(|e| fail(e.to_string()))?;
+        PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
             fail(format!(
                 "{e} (an encrypted key, which would need sslpassword, is not supported: \
                  decrypt it with `openssl pkey`)"

@@ -155,6 +155,7 @@ pub(crate) fn resolve(
     }
     params.take("password");
     let home = env("HOME").map(PathBuf::from);
+    libpq_spellings(&mut params)?;
     let tls = tls_wanted(&mut params, root_cert, home.as_deref())?;
     let password = Password::new(
         own_password,
@@ -164,9 +165,16 @@ pub(crate) fn resolve(
         libpq_env,
         Arc::clone(env),
     );
-    libpq_spellings(&mut params)?;
     reject_unsupported(&params)?;
     let mut driver = params.to_driver()?;
+    let hosts = driver.get_hosts().len().max(driver.get_hostaddrs().len());
+    let ports = driver.get_ports().len();
+    if ports > 1 && ports != hosts {
+        return Err(Error::config(
+            params.origin("port"),
+            format!("{ports} port numbers for {hosts} hosts; give one port, or one per host"),
+        ));
+    }
     defaults(&mut driver, &params, connect_timeout);
     driver.ssl_mode(tls.mode.driver());
     // libpq never uses TLS over a Unix socket, whatever sslmode says; the server would
@@ -195,6 +203,11 @@ pub(crate) fn resolve(
 }
 
 /// The DSN's parameters, `%PASSWORD%` stood in for by [`Password`]: whether it was there.
+///
+/// # Errors
+///
+/// `%PASSWORD%` anywhere but in the password: it would put the password where messages
+/// and the server's log show it (a user name, a database name).
 fn parse_with_placeholder(dsn: &str, env: Lookup<'_>) -> Result<(Params, bool), Error> {
     if !dsn.contains(PLACEHOLDER) {
         return Ok((Params::parse(dsn)?, false));
@@ -202,18 +215,28 @@ fn parse_with_placeholder(dsn: &str, env: Lookup<'_>) -> Result<(Params, bool), 
     // A marker no real password holds, encoded for the DSN's form, tells where the
     // placeholder stood once the DSN is parsed.
     let marker = "\u{1}pglog-password\u{1}";
-    let mut params = Params::parse(&substitute_password(dsn, marker))?;
+    let params = Params::parse(&substitute_password(dsn, marker))?;
+    if let Some((key, _)) = params
+        .iter()
+        .find(|(key, value)| *key != "password" && value.contains(marker))
+    {
+        return Err(Error::config(
+            "dsn",
+            format!(
+                "{PLACEHOLDER} stands for the password only, but the DSN has it in `{key}`; \
+                 write postgresql://user:{PLACEHOLDER}@host/db or password={PLACEHOLDER}"
+            ),
+        ));
+    }
     match params.get("password") {
         Some(password) if password == marker => Ok((params, true)),
-        // Anywhere else (inside a longer password, in another parameter) it is replaced
-        // as it stands, once.
+        // Inside a longer password: replaced as it stands, once.
         _ => {
             let now = PASSWORD_VARS
                 .iter()
                 .find_map(|name| env(name))
                 .unwrap_or_default();
-            params = Params::parse(&substitute_password(dsn, &now))?;
-            Ok((params, false))
+            Ok((Params::parse(&substitute_password(dsn, &now))?, false))
         }
     }
 }
@@ -260,6 +283,14 @@ fn tls_wanted(
             by: "~/.postgresql/root.crt",
         }),
     };
+    // libpq checks against a root file under `require` only when the file exists; the
+    // `verify-*` modes demand it (and say so when it cannot be read).
+    let roots = roots.filter(|r| match (&r.value, mode) {
+        (tls::Roots::File(path), tls::Mode::Require | tls::Mode::Prefer | tls::Mode::Allow) => {
+            r.by == "root_cert" || path.exists()
+        }
+        _ => true,
+    });
     let named =
         |key: &'static str, default: &str, given: Option<(String, &'static str)>| match given {
             Some((path, from)) => Some(tls::Named {
@@ -302,13 +333,48 @@ fn tls_wanted(
 
 /// libpq parameters the driver knows by another name or not at all, though their meaning
 /// is plain: `keepalives_count`, `fallback_application_name`, a UTF-8 `client_encoding`
-/// (the only one pglog speaks).
+/// (the only one pglog speaks), and those listed inside.
 fn libpq_spellings(params: &mut Params) -> Result<(), Error> {
     if let Some((count, from)) = params.take("keepalives_count") {
         params.fill("keepalives_retries", count, from);
     }
     if let Some((name, from)) = params.take("fallback_application_name") {
         params.fill("application_name", name, from);
+    }
+    // Parameters whose libpq meaning pglog already has: no GSSAPI encryption to disable
+    // or prefer, rustls always sends SNI and negotiates TLS 1.2 or 1.3, compression is
+    // gone from TLS. `requiressl=1` is the old spelling of `sslmode=require`.
+    for key in [
+        "sslcompression",
+        "sslsni",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+    ] {
+        params.take(key);
+    }
+    if let Some((mode, from)) = params.take("gssencmode") {
+        if mode == "require" {
+            return Err(Error::config(
+                if from == "dsn" { "gssencmode" } else { from },
+                "GSSAPI encryption is not supported; use TLS (sslmode)",
+            ));
+        }
+    }
+    if let Some((required, from)) = params.take("requiressl") {
+        if required == "1" {
+            params.fill("sslmode", "require".to_owned(), from);
+        }
+    }
+    // libpq 14's finer session kinds, as near as the driver gets: a primary takes writes,
+    // a standby does not; `prefer-standby` takes whichever answers.
+    if let Some((attrs, from)) = params.take("target_session_attrs") {
+        let near = match attrs.as_str() {
+            "primary" => "read-write",
+            "standby" => "read-only",
+            "prefer-standby" => "any",
+            other => other,
+        };
+        params.fill("target_session_attrs", near.to_owned(), from);
     }
     if let Some((encoding, from)) = params.take("client_encoding") {
         let utf8 = ["utf8", "utf-8", "unicode", "auto"];
@@ -329,14 +395,13 @@ fn libpq_spellings(params: &mut Params) -> Result<(), Error> {
 /// libpq parameters pglog does not honour, refused with the reason rather than the
 /// driver's "unknown option".
 fn reject_unsupported(params: &Params) -> Result<(), Error> {
-    const UNSUPPORTED: [(&str, &str); 5] = [
+    const UNSUPPORTED: [(&str, &str); 4] = [
         (
             "sslpassword",
             "encrypted client keys are not supported; decrypt the key with `openssl pkey`",
         ),
         ("sslcrl", "certificate revocation lists are not checked"),
         ("sslcrldir", "certificate revocation lists are not checked"),
-        ("gssencmode", "GSSAPI encryption is not supported; use TLS"),
         ("krbsrvname", "Kerberos authentication is not supported"),
     ];
     for (key, why) in UNSUPPORTED {
@@ -696,7 +761,11 @@ mod tests {
         assert_eq!(c.get_application_name(), Some("a"));
         assert_eq!(r.tls.mode, tls::Mode::Prefer);
 
-        let c = ready(Some("postgresql://u:@db/d?sslmode=disable"), &vars, true);
+        let c = ready(
+            Some("postgresql://u:@db:5432/d?sslmode=disable"),
+            &vars,
+            true,
+        );
         assert_eq!(c.get_password(), Some(&b"envpw"[..]), "empty means none");
         // As in libpq, a URL without a port leaves it to PGPORT.
         let c = ready(Some("postgresql://u@db/d"), &[("PGPORT", "6000")], true);
@@ -881,6 +950,65 @@ mod tests {
         assert_eq!(r.tls.mode, tls::Mode::Disable);
         let tcp = plain("postgresql://app@db/ops?sslmode=require");
         assert_eq!(tcp.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+    }
+
+    #[test]
+    fn the_placeholder_stands_for_the_password_only() {
+        for dsn in [
+            "postgresql://%PASSWORD%@db/ops",
+            "postgresql://u@db/%PASSWORD%",
+            "host=db user=%PASSWORD%",
+        ] {
+            let msg = error(Some(dsn), &[("PGLOG_PASSWORD", "SECRETplace")], false);
+            assert!(msg.contains("stands for the password only"), "{msg}");
+            assert!(!msg.contains("SECRET"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn ports_must_pair_with_hosts() {
+        assert_eq!(
+            error(Some("host=a port=1,2"), &[], false),
+            "invalid pglog setting `dsn`: 2 port numbers for 1 hosts; give one port, or one \
+             per host"
+        );
+        let me = whoami::username().unwrap();
+        assert_eq!(
+            describe(&plain("host=a,b port=7")),
+            format!("{me}@a:7,b:7/{me}")
+        );
+    }
+
+    #[test]
+    fn parameters_psql_takes_are_taken() {
+        let r = resolved(
+            Some(
+                "host=db gssencmode=disable sslcompression=0 sslsni=1 \
+                 ssl_min_protocol_version=TLSv1.2 requiressl=1 target_session_attrs=primary",
+            ),
+            &[],
+            false,
+        );
+        assert_eq!(r.tls.mode, tls::Mode::Require);
+        assert_eq!(
+            r.driver.get_target_session_attrs(),
+            tokio_postgres::config::TargetSessionAttrs::ReadWrite
+        );
+        assert!(error(Some("host=db gssencmode=require"), &[], false).contains("GSSAPI"));
+        // A root file that does not exist is not checked under require, as in libpq.
+        let missing = "sslrootcert=/nonexistent.pem";
+        let r = resolved(
+            Some(&format!("host=db sslmode=require {missing}")),
+            &[],
+            false,
+        );
+        assert_eq!(r.tls.roots, None);
+        let r = resolved(
+            Some(&format!("host=db sslmode=verify-ca {missing}")),
+            &[],
+            false,
+        );
+        assert!(r.tls.roots.is_some());
     }
 
     #[test]

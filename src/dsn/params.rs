@@ -91,7 +91,6 @@ impl Params {
         Some((param.value, param.from))
     }
 
-    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|p| (p.key.as_str(), p.value.as_str()))
     }
@@ -141,12 +140,12 @@ pub(crate) fn is_url(dsn: &str) -> bool {
 /// every part percent-decoded; hosts and their ports become `host` and `port` lists.
 fn url_params(dsn: &str) -> Result<Vec<(String, String)>, Error> {
     let rest = dsn.split_once("://").map_or(dsn, |(_, rest)| rest);
-    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (authority, dbname) = rest.split_once('/').unwrap_or((rest, ""));
     let mut pairs = Vec::new();
-    // As libpq: the user part ends at the first `@` (one in a password must be encoded).
-    let hosts = match authority.split_once('@') {
-        Some((userinfo, hosts)) => {
+    // As libpq: the user part is what comes before an `@` that precedes any `/`; it may
+    // hold a `?` or `#` (an `@` in a password must be encoded).
+    let rest = match rest.find(['@', '/']) {
+        Some(at) if rest.as_bytes()[at] == b'@' => {
+            let userinfo = &rest[..at];
             let (user, password) = match userinfo.split_once(':') {
                 Some((user, password)) => (user, Some(password)),
                 None => (userinfo, None),
@@ -157,10 +156,12 @@ fn url_params(dsn: &str) -> Result<Vec<(String, String)>, Error> {
             if let Some(password) = password {
                 pairs.push(("password".to_owned(), decode(password, "password")?));
             }
-            hosts
+            &rest[at + 1..]
         }
-        None => authority,
+        _ => rest,
     };
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (hosts, dbname) = rest.split_once('/').unwrap_or((rest, ""));
     if !hosts.is_empty() {
         let (mut names, mut ports) = (Vec::new(), Vec::new());
         for spec in hosts.split(',') {
@@ -168,7 +169,11 @@ fn url_params(dsn: &str) -> Result<Vec<(String, String)>, Error> {
             names.push(decode(name, "host")?);
             ports.push(port.to_owned());
         }
-        pairs.push(("host".to_owned(), names.join(",")));
+        // `postgresql://:5433/db`: a port without a host leaves the host to PGHOST or the
+        // default socket, as in libpq.
+        if names.iter().any(|n| !n.is_empty()) {
+            pairs.push(("host".to_owned(), names.join(",")));
+        }
         if ports.iter().any(|p| !p.is_empty()) {
             pairs.push(("port".to_owned(), ports.join(",")));
         }
@@ -280,14 +285,12 @@ pub(crate) fn key_values(dsn: &str) -> Option<Vec<(String, String)>> {
                 }
             }
         } else {
+            // An empty value (`password=` at the end) is empty, as libpq reads it.
             while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
                 match c {
                     '\\' => value.extend(chars.next()),
                     c => value.push(c),
                 }
-            }
-            if value.is_empty() {
-                return None;
             }
         }
         pairs.push((key, value));
@@ -350,6 +353,20 @@ mod tests {
             p(&[("host", "/run/pg"), ("dbname", "d"), ("sslmode", "require")])
         );
         assert_eq!(pairs("postgresql://"), p(&[]));
+        // libpq's user part may hold `?` and `#`; a port may come without a host.
+        assert_eq!(
+            pairs("postgresql://qm:1234?dor=3@h/d"),
+            p(&[
+                ("user", "qm"),
+                ("password", "1234?dor=3"),
+                ("host", "h"),
+                ("dbname", "d")
+            ])
+        );
+        assert_eq!(
+            pairs("postgresql://:5433/d"),
+            p(&[("port", "5433"), ("dbname", "d")])
+        );
     }
 
     #[test]
@@ -412,7 +429,7 @@ mod tests {
         );
         assert_eq!(key_values(""), Some(vec![]));
         assert_eq!(key_values("a"), None);
-        assert_eq!(key_values("a="), None);
+        assert_eq!(key_values("a="), Some(p(&[("a", "")])));
         assert_eq!(key_values("a='x"), None);
         assert_eq!(key_values("=x"), None);
     }

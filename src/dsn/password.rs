@@ -102,14 +102,19 @@ impl Password {
             .or_else(|| self.in_passfile(to))
     }
 
-    fn in_passfile(&self, to: For<'_>) -> Option<String> {
-        // PGPASSFILE only when libpq's variables are read; `~/.pgpass` always, as psql.
+    /// The password file to read: PGPASSFILE only when libpq's variables are read;
+    /// `~/.pgpass` always, as psql.
+    fn passfile(&self) -> Option<std::path::PathBuf> {
         let env = |name: &str| {
             (self.libpq_env || name == "HOME")
                 .then(|| (self.env)(name))
                 .flatten()
         };
-        let path = passfile::location(self.passfile.as_deref(), &env)?;
+        passfile::location(self.passfile.as_deref(), &env)
+    }
+
+    fn in_passfile(&self, to: For<'_>) -> Option<String> {
+        let path = self.passfile()?;
         match passfile::read(&path) {
             passfile::Read::Found(file) => file
                 .lookup(
@@ -126,6 +131,25 @@ impl Password {
                 None
             }
         }
+    }
+
+    /// Where [`lookup`](Password::lookup) looks, for the message when it found nothing.
+    pub fn searched(&self) -> String {
+        let mut places = Vec::new();
+        if self.placeholder {
+            places.push(format!("{} and {}", PASSWORD_VARS[0], PASSWORD_VARS[1]));
+        }
+        if let Some(name) = &self.service {
+            places.push(format!("service {name:?}"));
+        }
+        if self.libpq_env {
+            places.push("PGPASSWORD".to_owned());
+        }
+        match self.passfile() {
+            Some(path) => places.push(format!("the password file {}", path.display())),
+            None => places.push("no password file (HOME is not set)".to_owned()),
+        }
+        places.join(", ")
     }
 
     /// Why the server may have asked in vain, for the notice about a refused login.

@@ -69,7 +69,7 @@ pub(crate) fn read(path: &Path) -> Read {
     if let Some(reason) = refusal(path, &metadata) {
         return Read::Ignored(reason);
     }
-    from_contents(path, std::fs::read(path))
+    from_contents(path, super::read_regular(path, super::PASSFILE_LIMIT))
 }
 
 /// Why libpq would not read a file of this type and mode, if it would not.

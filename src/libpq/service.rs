@@ -67,7 +67,7 @@ pub(crate) fn lookup(name: &str, env: Lookup<'_>) -> Result<Vec<(String, String)
                 continue;
             }
         };
-        let text = match std::fs::read(&path) {
+        let text = match super::read_regular(&path, super::SMALL_FILE_LIMIT) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if required {
@@ -174,7 +174,10 @@ fn section(text: &[u8], name: &str) -> Result<Option<Vec<(String, String)>>, Str
 const NESTED: &str = "nested service specifications not supported: a service cannot name \
                       another service; copy that service's parameters here instead";
 
-/// A `key=value` line of the service read, whitespace around both trimmed.
+/// A `key=value` line of the service read. The value runs from the `=` to the end of the
+/// line, as libpq reads it (`password= x` keeps its space). pglog also takes the
+/// `key = value` style libpq refuses: when the key is followed by spaces, so is the `=`,
+/// and both sides are trimmed.
 fn parameter(line: &[u8]) -> Result<(String, String), &'static str> {
     if line.starts_with(b"ldap") {
         return Err("LDAP lookups of a service are not supported by pglog; \
@@ -186,14 +189,20 @@ fn parameter(line: &[u8]) -> Result<(String, String), &'static str> {
     let Some((key, value)) = line.split_once('=') else {
         return Err("expected key=value");
     };
+    let spaced = key.ends_with(|c: char| c.is_ascii_whitespace());
     let key = key.trim_ascii();
+    let value = if spaced {
+        value.trim_ascii()
+    } else {
+        value.trim_ascii_end()
+    };
     if key.is_empty() {
         return Err("expected key=value, found nothing before the `=`");
     }
     if key == SERVICE_KEY {
         return Err(NESTED);
     }
-    Ok((key.to_owned(), value.trim_ascii().to_owned()))
+    Ok((key.to_owned(), value.to_owned()))
 }
 
 #[cfg(test)]
@@ -302,13 +311,19 @@ mod tests {
     #[test]
     fn whitespace_around_lines_keys_and_values_is_trimmed() {
         let files = Files::new(
-            Some("  [ops]  \r\n\thost = db.internal \r\n  port=\t5433\r\n user =app=1 \r\n"),
+            Some("  [ops]  \r\n\thost = db.internal \r\n  port =\t5433\r\n user =app=1 \r\npassword= lead\n"),
             None,
         );
-        // A value runs to the end of the line: a second `=` is part of it.
+        // A value runs to the end of the line: a second `=` is part of it; without a
+        // space before the `=`, a leading space is the value's, as in libpq.
         assert_eq!(
             files.lookup("ops").unwrap(),
-            pairs(&[("host", "db.internal"), ("port", "5433"), ("user", "app=1")])
+            pairs(&[
+                ("host", "db.internal"),
+                ("port", "5433"),
+                ("user", "app=1"),
+                ("password", " lead")
+            ])
         );
     }
 

@@ -327,6 +327,9 @@ impl Endpoint {
                         self.preferred.store(index, Ordering::Relaxed);
                         return Ok(opened);
                     }
+                    // As libpq: a server that refused the login is the answer; other
+                    // hosts are not tried with the same credentials.
+                    Err(trouble) if trouble.kind == Kind::Login => return Err(trouble),
                     Err(trouble) => last = Some(trouble),
                 }
             }
@@ -410,9 +413,23 @@ impl Endpoint {
         stream: Stream,
         address: &Address,
     ) -> Result<(Client, Box<dyn Drive>), Trouble> {
-        let config = self.config_for(address);
+        let mut config = self.config_for(address);
         let failed = |e: tokio_postgres::Error| self.explain(Trouble::from_connect(&e, address));
+        // libpq never uses TLS over a Unix socket, also when other hosts of the DSN do.
+        let local = matches!(address.place, Place::Unix(_));
+        if local && config.get_ssl_mode() != tokio_postgres::config::SslMode::Disable {
+            config
+                .to_mut()
+                .ssl_mode(tokio_postgres::config::SslMode::Disable);
+        }
         match &self.transport {
+            _ if local => {
+                let (client, connection) = config
+                    .connect_raw(stream, tokio_postgres::NoTls)
+                    .await
+                    .map_err(failed)?;
+                Ok((client, Box::new(connection)))
+            }
             Transport::Plain => {
                 let (client, connection) = config
                     .connect_raw(stream, tokio_postgres::NoTls)
@@ -462,16 +479,30 @@ impl Endpoint {
     /// Adds what the operator needs to know to a failed connect: how TLS checked the
     /// certificate it refused, why no password may have been sent.
     fn explain(&self, mut trouble: Trouble) -> Trouble {
-        if trouble.detail.contains("certificate") {
+        if trouble.kind == Kind::Untrusted {
             trouble.detail = format!(
                 "{}; the server's certificate was checked as {}",
                 trouble.detail, self.tls_checks
             );
         }
-        if trouble.kind == Kind::Login {
+        if trouble.kind == Kind::Login && trouble.detail.contains("none was found") {
+            trouble.detail = format!(
+                "{} (looked in {})",
+                trouble.detail,
+                self.password.searched()
+            );
+        }
+        if trouble.kind == Kind::Login && trouble.detail.contains("password") {
             if let Some(hint) = self.password.hint() {
                 trouble.detail = format!("{}; {hint}", trouble.detail);
             }
+        }
+        if trouble.kind == Kind::Login && trouble.detail.contains("client certificate") {
+            trouble.detail = format!(
+                "{}; give pglog one: sslcert and sslkey in the DSN, PGSSLCERT and PGSSLKEY, \
+                 or ~/.postgresql/postgresql.crt and .key",
+                trouble.detail
+            );
         }
         trouble
     }

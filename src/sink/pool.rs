@@ -19,11 +19,14 @@ use std::time::{Duration, Instant};
 
 use crate::sync::{Condvar, Mutex, MutexGuard};
 
-use super::trouble::Trouble;
+use super::trouble::{Kind, Trouble};
 
 /// First and longest pause between failed connection attempts.
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_millis(500);
+/// After a refused login or an untrusted certificate, which only an operator fixes: a
+/// server that locks accounts after failed logins (or fail2ban) must not see a storm.
+const REFUSED_RETRY: Duration = Duration::from_secs(5);
 
 /// Opens sessions.
 pub(crate) trait Connect: Send + Sync + 'static {
@@ -396,10 +399,15 @@ impl<C: Connect> Inner<C> {
                         state.last_failure = None;
                     }
                     Err(trouble) => {
+                        let pause = if matches!(trouble.kind, Kind::Login | Kind::Untrusted) {
+                            REFUSED_RETRY
+                        } else {
+                            state.backoff
+                        };
                         state.open -= 1;
                         state.failures += 1;
                         state.last_failure = Some(trouble);
-                        state.retry_at = Some(Instant::now() + state.backoff);
+                        state.retry_at = Some(Instant::now() + pause);
                         state.backoff = (state.backoff * 2).min(RETRY_MAX);
                     }
                 }

@@ -77,10 +77,7 @@ impl Trouble {
         if text.contains("password missing") {
             return Trouble::new(
                 Kind::Login,
-                format!(
-                    "{address}: the server asks for a password and none was found (in the DSN, \
-                     PGPASSWORD or the password file ~/.pgpass)"
-                ),
+                format!("{address}: the server asks for a password and none was found"),
             );
         }
         // rustls's words for a certificate that failed verification.
