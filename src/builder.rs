@@ -185,6 +185,27 @@ impl Builder {
         self
     }
 
+    /// Keep at least `days` whole UTC days of events before today and remove older ones,
+    /// in the background (default: keep everything; 1 to 36,500). A table pglog
+    /// partitioned loses whole partitions, a plain table rows in batches; a table
+    /// pg_partman manages, or one partitioned by hand, is left to its manager. The
+    /// setting is `retention_days` in files and `PGLOG_RETENTION_DAYS` in the
+    /// environment.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let _guard = pglog::Builder::new()
+    ///     .partition(pglog::Partition::Day)
+    ///     .retention(30)
+    ///     .try_init()?;
+    /// # Ok::<(), pglog::Error>(())
+    /// ```
+    pub fn retention(mut self, days: u32) -> Builder {
+        self.code.retention_days = Some(days);
+        self
+    }
+
     /// Builds the logger and its guard without installing anything globally.
     ///
     /// # Errors

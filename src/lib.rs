@@ -98,6 +98,7 @@ pub use error::Error;
 pub use guard::Guard;
 pub use log;
 pub use logger::Logger;
+pub use schema::Partition;
 pub use scope::{scope, Scope};
 pub use settings::{Config, DEFAULT_TABLE};
 pub use sink::Overflow;

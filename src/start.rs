@@ -79,6 +79,7 @@ fn database_sink(
         target,
         SessionSettings {
             create_table: settings.create_table,
+            partition: settings.partition,
             statement_timeout: settings.statement_timeout,
             synchronous_commit: settings.synchronous_commit,
             prepared_statements: settings.prepared_statements,
@@ -98,7 +99,13 @@ fn database_sink(
         flush_level: settings.flush_level,
         flush_timeout: settings.flush_timeout,
     });
-    let sink = Sink::database(session, pool, settings.pool_wait, batch);
+    let sink = Sink::database(
+        session,
+        pool,
+        settings.pool_wait,
+        batch,
+        settings.retention_days,
+    );
     if settings.require_database {
         if let Some(why) = sink.startup_error() {
             return Err(Error::DatabaseUnavailable(why));

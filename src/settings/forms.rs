@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::filters;
 use crate::dsn::Dsn;
-use crate::Overflow;
+use crate::{Overflow, Partition};
 
 /// How a setting is written in a file or a variable, and what values it allows.
 pub(crate) trait Form: for<'de> Deserialize<'de> {
@@ -195,6 +195,32 @@ impl Form for Policy {
     }
 }
 
+/// `none`, `day`, `week` or `month`.
+pub(crate) struct Partitioning(Partition);
+
+impl<'de> Deserialize<'de> for Partitioning {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Partitioning, D::Error> {
+        from_word(d, Partitioning::parse)
+    }
+}
+
+impl Form for Partitioning {
+    type Value = Partition;
+
+    fn parse(text: &str) -> Result<Partitioning, String> {
+        Partition::from_word(text).map(Partitioning).ok_or_else(|| {
+            format!(
+                "`{}` is not a partition period; use none, day, week or month",
+                text.trim()
+            )
+        })
+    }
+
+    fn into_value(self) -> Partition {
+        self.0
+    }
+}
+
 pub(crate) const HOUR: u64 = 3_600_000;
 pub(crate) const DAY: u64 = 24 * HOUR;
 pub(crate) const KIB: u64 = 1 << 10;
@@ -208,6 +234,7 @@ pub(crate) trait Unit {
 
 pub(crate) struct Things;
 pub(crate) struct Bytes;
+pub(crate) struct Days;
 
 impl Unit for Things {
     const SUFFIX: &'static str = "";
@@ -215,6 +242,10 @@ impl Unit for Things {
 
 impl Unit for Bytes {
     const SUFFIX: &'static str = " bytes";
+}
+
+impl Unit for Days {
+    const SUFFIX: &'static str = " days";
 }
 
 /// `MIN to MAX` with the unit, for messages.
@@ -402,6 +433,18 @@ mod tests {
         assert_eq!(
             ByteCount::<KIB, GIB>::check(&1).unwrap_err(),
             "1 is out of range; use 1024 to 1073741824 bytes"
+        );
+    }
+
+    #[test]
+    fn a_partition_period_is_a_word() {
+        let parse = |text| Partitioning::parse(text).map(Form::into_value);
+        assert_eq!(parse("Day"), Ok(Partition::Day));
+        assert_eq!(parse(" month "), Ok(Partition::Month));
+        assert_eq!(parse("none"), Ok(Partition::None));
+        assert_eq!(
+            parse("hourly").unwrap_err(),
+            "`hourly` is not a partition period; use none, day, week or month"
         );
     }
 

@@ -24,11 +24,11 @@ use log::LevelFilter;
 
 use self::declare::declare;
 use self::forms::{
-    ByteCount, Count, Directives, DsnText, Flag, Form, Level, Millis, Path, Policy, Text, DAY, GIB,
-    HOUR, KIB, MIB,
+    ByteCount, Count, Days, Directives, DsnText, Flag, Form, Level, Millis, Partitioning, Path,
+    Policy, Text, DAY, GIB, HOUR, KIB, MIB,
 };
 use crate::dsn::Dsn;
-use crate::{Error, Overflow};
+use crate::{Error, Overflow, Partition};
 
 pub(crate) use env::{real_env, Lookup, SharedEnv};
 
@@ -119,6 +119,23 @@ declare! {
     /// instead of attempted.
     create_table: bool = true;
         Flag, create_table, ["PGLOG_CREATE_TABLE"], plain;
+
+    /// How a table pglog creates is partitioned: `none` (a plain table, stogger's; the
+    /// default), or by `day`, `week` or `month` of `timestamp`, in UTC (see
+    /// [`Partition`]). An existing table keeps its shape. With a period, pglog creates
+    /// partitions ahead and moves rows out of the default partition in the background, at
+    /// most once an hour.
+    partition: Partition = Partition::None;
+        Partitioning, partition, ["PGLOG_PARTITION"], plain;
+
+    /// Keep at least this many whole UTC days of events before today, and remove what is
+    /// older (default: keep everything; 1 to 36,500 days). On a table pglog partitioned,
+    /// whole partitions are dropped once their last day is that old; on a plain table,
+    /// rows are deleted in batches of 5,000. In the background, at most once an hour; a
+    /// table pg_partman manages, or one partitioned by hand, is left to its manager. The
+    /// builder call is [`retention`](crate::Builder::retention).
+    retention_days: u32;
+        Count<u32, 1, 36_500, Days>, retention_days, ["PGLOG_RETENTION_DAYS"], custom;
 
     /// Makes [`build`](crate::Builder::build) and [`try_init`](crate::Builder::try_init)
     /// fail when the database is not usable at startup (default `false`: start degraded,
@@ -374,6 +391,8 @@ pub(crate) mod tests {
             ("level", "\"debug\"", "debug"),
             ("filters", "\"a=trace\"", "a=trace"),
             ("create_table", "false", "off"),
+            ("partition", "\"week\"", "week"),
+            ("retention_days", "7", "7"),
             ("require_database", "true", "yes"),
             ("pool_size", "7", "7"),
             ("pool_wait", "70", "70"),
@@ -436,6 +455,7 @@ pub(crate) mod tests {
         assert!(!s.synchronous_commit && !s.flush_on_signal);
         assert_eq!(s.echo, LevelFilter::Error);
         assert_eq!(s.max_event_bytes, 5000);
+        assert_eq!((s.partition, s.retention_days), (Partition::Week, Some(7)));
     }
 
     #[test]
@@ -460,6 +480,7 @@ pub(crate) mod tests {
         assert_eq!((s.pool_size, s.pool_wait), (4, Duration::from_secs(1)));
         assert_eq!(s.overflow, Overflow::Block(Duration::from_millis(200)));
         assert_eq!(s.max_event_bytes, 4 << 20);
+        assert_eq!((s.partition, s.retention_days), (Partition::None, None));
     }
 
     #[test]
@@ -521,6 +542,10 @@ pub(crate) mod tests {
         assert!(
             err(crate::Builder::new().overflow(Overflow::Block(Duration::MAX)))
                 .starts_with("invalid pglog setting `overflow_wait`")
+        );
+        assert_eq!(
+            err(crate::Builder::new().retention(0)),
+            "invalid pglog setting `retention_days`: 0 is out of range; use 1 to 36500 days"
         );
     }
 

@@ -240,6 +240,11 @@ impl Database {
             .map_or(Duration::ZERO, |local| local.health.until_next_probe())
     }
 
+    /// What every session of this database shares.
+    pub fn config(&self) -> &Arc<SessionConfig> {
+        &self.config
+    }
+
     pub fn table(&self) -> String {
         self.config.table.quoted()
     }

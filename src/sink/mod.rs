@@ -7,6 +7,7 @@ mod connect;
 mod copy;
 mod database;
 mod health;
+mod maintenance;
 mod pool;
 mod queue;
 mod session;
@@ -21,10 +22,13 @@ pub(crate) use session::{SessionConfig, SessionSettings};
 use batch::Batch;
 use blocking::Blocking;
 use database::Database;
+use maintenance::{Keeper, Maintenance, Pass, Timing};
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::render::Row;
+use crate::schema::Partition;
 use crate::stats::{Counters, Outcome, Stats};
 
 /// Where a logger's events go, and the count of where they went: the sink makes the
@@ -33,6 +37,8 @@ use crate::stats::{Counters, Outcome, Stats};
 pub(crate) struct Sink {
     counters: Arc<Counters>,
     route: Route,
+    /// The table's maintenance thread, when partitions or retention ask for one.
+    maintenance: Option<Maintenance<Keeper>>,
 }
 
 enum Route {
@@ -51,24 +57,57 @@ impl Sink {
         Sink {
             counters: Arc::default(),
             route: Route::Stderr,
+            maintenance: None,
         }
     }
 
     /// A sink writing to the database: blocking, or batch mode with `batch` settings.
     /// Waits at most the connect timeout for a first session (see [`Database::start`]).
+    /// With partitions or `retention_days`, starts the table's maintenance thread.
     pub fn database(
         session: SessionConfig,
         pool: PoolSettings,
-        pool_wait: std::time::Duration,
+        pool_wait: Duration,
         batch: Option<BatchSettings>,
+        retention_days: Option<u32>,
     ) -> Sink {
         let counters = Arc::<Counters>::default();
         let db = Database::start(session, pool, pool_wait, &counters);
+        let config = Arc::clone(db.config());
+        let maintenance =
+            (config.partition != Partition::None || retention_days.is_some()).then(|| {
+                Maintenance::start(
+                    Keeper::new(config, retention_days),
+                    Timing {
+                        every: maintenance::EVERY,
+                        retry: maintenance::RETRY,
+                    },
+                )
+            });
         let route = match batch {
             Some(settings) => Route::Batch(Batch::start(db, settings, &counters)),
             None => Route::Blocking(Blocking::new(db)),
         };
-        Sink { counters, route }
+        Sink {
+            counters,
+            route,
+            maintenance,
+        }
+    }
+
+    /// Runs a maintenance pass now and waits for it to end; `Err` says why it did not
+    /// complete (no maintenance asked for, another process's turn, a failure).
+    pub fn maintain_now(&self) -> Result<(), String> {
+        let maintenance = self
+            .maintenance
+            .as_ref()
+            .ok_or("no maintenance: neither partition nor retention_days is set")?;
+        match maintenance.run_now(maintenance::LONGEST_PASS) {
+            Some(Pass::Done) => Ok(()),
+            Some(Pass::Failed { why, .. }) => Err(why),
+            Some(other) => Err(format!("{other:?}")),
+            None => Err("no pass ended in time (or this is a forked child)".to_owned()),
+        }
     }
 
     /// The counts of where events went, for the parts of the logger that settle events
@@ -126,6 +165,9 @@ impl Sink {
             }
             Route::Blocking(sink) => sink.database().close_idle(),
             Route::Stderr => {}
+        }
+        if let Some(maintenance) = &self.maintenance {
+            maintenance.stop();
         }
     }
 

@@ -40,7 +40,7 @@ use super::pool::Check;
 use super::trouble::{Kind, Trouble};
 use crate::fork::Owner;
 use crate::render::Row;
-use crate::schema::{self, Table};
+use crate::schema::{self, Partition, Table};
 
 mod wire;
 
@@ -62,6 +62,8 @@ pub(crate) struct SessionConfig {
     pub endpoint: Endpoint,
     pub table: Table,
     pub create_table: bool,
+    /// How a table pglog creates is partitioned.
+    pub partition: Partition,
     pub statement_timeout: Duration,
     /// `false`: commits do not wait for the WAL flush (`synchronous_commit = off`).
     pub synchronous_commit: bool,
@@ -97,6 +99,7 @@ struct Sql {
 /// Settings of [`SessionConfig::new`] that are plain values.
 pub(crate) struct SessionSettings {
     pub create_table: bool,
+    pub partition: Partition,
     pub statement_timeout: Duration,
     pub synchronous_commit: bool,
     pub prepared_statements: bool,
@@ -120,6 +123,7 @@ impl SessionConfig {
             endpoint,
             table,
             create_table: settings.create_table,
+            partition: settings.partition,
             statement_timeout: settings.statement_timeout,
             synchronous_commit: settings.synchronous_commit,
             prepared_statements: settings.prepared_statements,
@@ -279,9 +283,10 @@ impl Session {
             .statement_timeout
             .max(self.config.endpoint.limit());
         let table = self.config.table.clone();
+        let partition = self.config.partition;
         let created = self
             .run(limit, async |client| {
-                schema::ensure(client, &table, limit).await
+                schema::ensure(client, &table, partition, limit).await
             })
             .map_err(|trouble| match trouble.kind {
                 // pgbouncer in statement mode ends the connection at a BEGIN.
@@ -527,7 +532,7 @@ impl Session {
     }
 
     /// Runs `request` within `limit` (see the module docs for what happens after it).
-    fn run<T>(
+    pub(crate) fn run<T>(
         &mut self,
         limit: Duration,
         request: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,

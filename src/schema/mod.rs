@@ -1,7 +1,14 @@
 //! The table: its name, the SQL text that creates and fills it, and creating it safely.
 //!
 //! The layout and index names are stogger-postgres's, so that Python and Rust programs
-//! sharing a table create the same objects, not twins.
+//! sharing a table create the same objects, not twins. A table pglog creates with a
+//! [`Partition`] period is partitioned by range on `timestamp` with the same columns and
+//! index names ([`partitioned`]); [`period`] says what its partitions cover.
+
+pub(crate) mod partitioned;
+pub(crate) mod period;
+
+pub use period::Partition;
 
 use std::time::Duration;
 
@@ -39,8 +46,21 @@ pub(crate) const INSPECT_SQL: &str = "SELECT to_regclass($1) IS NOT NULL, \
 /// session (`set_config(.., true)` lasts for the statement's implicit transaction).
 const ASYNC_COMMIT: &str = "(SELECT set_config('synchronous_commit', 'off', true)) AS pglog_commit";
 
-/// The longest index name decides how long a table name may be.
-const LONGEST_SUFFIX: usize = "timestamp".len();
+/// The most a name derived from the table's adds to it: an index name
+/// (`idx_<table>_timestamp`), a partition's (`<table>_p20261122`), the default
+/// partition's (`<table>_default`). It decides how long a table name may be.
+const LONGEST_ADDITION: usize = max(
+    "idx__timestamp".len(),
+    max(period::LONGEST_SUFFIX.len(), "_default".len()),
+);
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
 
 /// A validated table name with the SQL derived from it. A table name is data, never SQL
 /// text: every identifier is quoted.
@@ -53,9 +73,9 @@ impl Table {
     /// # Errors
     ///
     /// An empty name, one with a NUL byte, or one so long that PostgreSQL would truncate
-    /// the index names derived from it (and make them collide).
+    /// the index or partition names derived from it (and make them collide).
     pub fn new(name: &str) -> Result<Table, Error> {
-        let max = MAX_IDENTIFIER_BYTES - "idx__".len() - LONGEST_SUFFIX;
+        let max = MAX_IDENTIFIER_BYTES - LONGEST_ADDITION;
         if name.is_empty() {
             return Err(Error::config("table", "the table name is empty"));
         }
@@ -77,9 +97,21 @@ impl Table {
         })
     }
 
+    /// The name as the catalog holds it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The name as an SQL identifier, also accepted by `to_regclass`.
     pub fn quoted(&self) -> String {
         quote_ident(&self.name)
+    }
+
+    /// The key of the advisory lock that every pglog process takes before it changes the
+    /// table's schema (creates it, its indexes or partitions, drops a partition), so
+    /// that they take turns.
+    pub fn lock_key(&self) -> String {
+        format!("pglog schema {}", self.quoted())
     }
 
     pub fn index_names(&self) -> [String; 4] {
@@ -144,26 +176,30 @@ pub(crate) fn quote_ident(name: &str) -> String {
 }
 
 /// Creates the table and its indexes unless they all exist already; each statement waits
-/// at most `limit`, for locks too. `true` when something was missing.
+/// at most `limit`, for locks too. `true` when something was missing. A missing table
+/// is created partitioned when `partition` says so ([`partitioned`]); an existing one
+/// keeps its shape, whatever `partition` says.
 ///
 /// When everything exists nothing but one catalog query runs, so a role that may only
 /// INSERT can log into a table created by its owner. Otherwise the DDL runs under a
 /// transaction-level advisory lock: concurrent `CREATE TABLE IF NOT EXISTS` from several
-/// starting processes can otherwise fail with a unique violation in `pg_type`. Only
-/// unnamed statements and transaction-local settings are used, so this is safe behind a
-/// transaction pooler too.
+/// starting processes can otherwise fail with a unique violation in `pg_type`, and
+/// several processes must not each create a set of partitions. Only unnamed statements
+/// and transaction-local settings are used, so this is safe behind a transaction pooler
+/// too.
 pub(crate) async fn ensure(
     client: &mut Client,
     table: &Table,
+    partition: Partition,
     limit: Duration,
 ) -> Result<bool, tokio_postgres::Error> {
     if is_complete(client, table).await? {
         return Ok(false);
     }
-    match create(client, table, limit).await {
+    match create(client, table, partition, limit).await {
         // A writer that does not take our lock (stogger in Python, say) raced us: what it
         // created is what we wanted, so one more pass settles it.
-        Err(e) if is_creation_race(&e) => create(client, table, limit).await,
+        Err(e) if is_creation_race(&e) => create(client, table, partition, limit).await,
         other => other,
     }
     .map(|()| true)
@@ -193,6 +229,7 @@ async fn is_complete(client: &Client, table: &Table) -> Result<bool, tokio_postg
 async fn create(
     client: &mut Client,
     table: &Table,
+    partition: Partition,
     limit: Duration,
 ) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
@@ -203,10 +240,26 @@ async fn create(
     .await?;
     tx.query_typed(
         "SELECT pg_advisory_xact_lock(hashtext($1))",
-        &[(&format!("pglog schema {}", table.quoted()), Type::TEXT)],
+        &[(&table.lock_key(), Type::TEXT)],
     )
     .await?;
-    tx.batch_execute(&table.create_table_sql()).await?;
+    let exists: bool = tx
+        .query_typed_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[(&table.quoted(), Type::TEXT)],
+        )
+        .await?
+        .get(0);
+    match partition.span() {
+        // UTC's today: partition bounds are midnights UTC.
+        Some(span) if !exists => {
+            let today = chrono::Utc::now().date_naive();
+            for sql in table.create_partitioned_sql(span, today) {
+                tx.batch_execute(&sql).await?;
+            }
+        }
+        _ => tx.batch_execute(&table.create_table_sql()).await?,
+    }
     for sql in table.create_index_sql() {
         tx.batch_execute(&sql).await?;
     }
@@ -259,6 +312,7 @@ mod tests {
         let msg = Table::new(&long).unwrap_err().to_string();
         assert!(msg.contains("at most 49"), "{msg}");
         assert!(Table::new(&"x".repeat(49)).is_ok());
+        assert_eq!(LONGEST_ADDITION, "idx__timestamp".len());
         // Bytes, not chars: PostgreSQL's limit is in bytes.
         assert!(Table::new(&"é".repeat(25)).is_err());
     }
