@@ -1,0 +1,428 @@
+//! A table over time against a real server: partitions by day created with the table and
+//! ahead of time, rows moved out of the default partition, retention by dropping
+//! partitions and by batched deletes, several processes creating one partitioned table at
+//! once, and a role that may INSERT but not CREATE.
+//!
+//! A maintenance pass runs at start and then hourly; the checks trigger one with the
+//! guard's hidden `__maintain_now`, which returns once the pass ended.
+
+mod common;
+
+use std::time::Instant;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use common::*;
+use pglog::Partition;
+
+fn main() {
+    if let Some(program) = child_program() {
+        match program.as_str() {
+            "start_partitioned" => start_partitioned_program(),
+            "insert_only" => insert_only_program(),
+            other => panic!("unknown child program {other}"),
+        }
+        return;
+    }
+    checks![
+        partitioned_by_day_on_an_empty_database,
+        an_existing_table_keeps_its_shape,
+        retention_drops_whole_expired_partitions,
+        retention_on_a_plain_table_deletes_in_batches,
+        several_processes_create_one_set_of_partitions,
+        a_role_that_may_only_insert_hears_once_what_the_owner_must_run,
+    ];
+}
+
+/// UTC's today, as pglog's partitions count days.
+fn today() -> NaiveDate {
+    Utc::now().date_naive()
+}
+
+/// Noon UTC, `days` days before today.
+fn noon_before(days: u64) -> DateTime<Utc> {
+    let day = today() - chrono::Days::new(days);
+    day.and_hms_opt(12, 0, 0).unwrap().and_utc()
+}
+
+fn suffix(day: NaiveDate) -> String {
+    day.format("%Y%m%d").to_string()
+}
+
+/// The names of `table`'s partitions, sorted.
+fn partitions(dsn: &str, table: &str) -> Vec<String> {
+    connect(dsn)
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = to_regclass($1) ORDER BY 1",
+            &[&quote_ident(table)],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The partitions pglog makes for `table` with the default one: `days` (offsets from
+/// today, negative in the past), sorted as `partitions` sorts them.
+fn expected_partitions(table: &str, days: impl IntoIterator<Item = i64>) -> Vec<String> {
+    let mut names: Vec<String> = days
+        .into_iter()
+        .map(|d| {
+            let day = today() + chrono::Duration::days(d);
+            format!("{table}_p{}", suffix(day))
+        })
+        .collect();
+    names.push(format!("{table}_default"));
+    names.sort();
+    names
+}
+
+fn is_partitioned(dsn: &str, table: &str) -> bool {
+    connect(dsn)
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pg_partitioned_table WHERE partrelid = to_regclass($1))",
+            &[&quote_ident(table)],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// The partition holding each row of `table`, by event.
+fn placed(dsn: &str, table: &str) -> Vec<(String, String)> {
+    connect(dsn)
+        .query(
+            &format!(
+                "SELECT event, tableoid::regclass::text FROM {} ORDER BY timestamp",
+                quote_ident(table)
+            ),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Inserts an event at `at` straight into `table`, as another program might.
+fn insert_at(dsn: &str, table: &str, event: &str, at: DateTime<Utc>) {
+    connect(dsn)
+        .execute(
+            &format!(
+                "INSERT INTO {} (timestamp, level, event) VALUES ($1, 'info', $2)",
+                quote_ident(table)
+            ),
+            &[&at, &event],
+        )
+        .unwrap();
+}
+
+fn count(dsn: &str, table: &str) -> i64 {
+    connect(dsn)
+        .query_one(&format!("SELECT count(*) FROM {}", quote_ident(table)), &[])
+        .unwrap()
+        .get(0)
+}
+
+fn partition_day(dsn: &str, table: &str) -> pglog::Builder {
+    builder(dsn, table).partition(Partition::Day)
+}
+
+/// `PGLOG_PARTITION=day` on an empty database: a partitioned table with stogger's index
+/// names, today's and the next three days' partitions and a default one; events land in
+/// their day's partition, and a row outside every partition lands in the default one
+/// until a maintenance pass gives its day a partition.
+fn partitioned_by_day_on_an_empty_database() {
+    open_levels();
+    let dsn = fresh_db("byday");
+    let (logger, guard) = partition_day(&dsn, "day_logs").build().unwrap();
+    assert!(guard.stats().database_reachable);
+    assert!(is_partitioned(&dsn, "day_logs"));
+    assert_eq!(
+        index_names(&dsn, "day_logs"),
+        expected_indexes("day_logs"),
+        "partitioned indexes on the parent"
+    );
+    assert_eq!(
+        partitions(&dsn, "day_logs"),
+        expected_partitions("day_logs", 0..=3)
+    );
+    let mut client = connect(&dsn);
+    let key: String = client
+        .query_one(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid = 'day_logs'::regclass AND contype = 'p'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(key, "PRIMARY KEY (id, \"timestamp\")");
+    // Each partition has its share of the four indexes (and the key's).
+    let on_today: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_index WHERE indrelid = $1::text::regclass",
+            &[&format!("day_logs_p{}", suffix(today()))],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(on_today, 5);
+
+    log::info!(logger: &logger, user = 7; "today");
+    let (event, partition) = placed(&dsn, "day_logs").pop().unwrap();
+    let at: DateTime<Utc> = client
+        .query_one("SELECT timestamp FROM day_logs", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        (event.as_str(), partition),
+        ("today", format!("day_logs_p{}", suffix(at.date_naive())))
+    );
+
+    let old = noon_before(5);
+    insert_at(&dsn, "day_logs", "five days ago", old);
+    let far = Utc::now() + chrono::Duration::days(400);
+    insert_at(&dsn, "day_logs", "a clock far ahead", far);
+    let before = placed(&dsn, "day_logs");
+    assert!(before.contains(&("five days ago".into(), "day_logs_default".into())));
+
+    guard.__maintain_now().unwrap();
+    let after = placed(&dsn, "day_logs");
+    assert_eq!(
+        after,
+        [
+            (
+                "five days ago".to_owned(),
+                format!("day_logs_p{}", suffix(old.date_naive()))
+            ),
+            (
+                "today".to_owned(),
+                format!("day_logs_p{}", suffix(at.date_naive()))
+            ),
+            // Beyond the partitions made ahead: left in the default partition.
+            (
+                "a clock far ahead".to_owned(),
+                "day_logs_default".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(
+        partitions(&dsn, "day_logs"),
+        expected_partitions("day_logs", [-5, 0, 1, 2, 3])
+    );
+    assert_eq!(
+        index_names(&dsn, "day_logs"),
+        expected_indexes("day_logs"),
+        "an adopted partition takes the parent's indexes, adds none to it"
+    );
+    // Idempotent: a second pass changes nothing.
+    guard.__maintain_now().unwrap();
+    assert_eq!(placed(&dsn, "day_logs"), after);
+    assert_eq!(guard.stats().fallback, 0);
+}
+
+/// A plain table stays plain with `partition = day`, and a partitioned one keeps its
+/// partitions when pglog starts again: pglog never changes an existing table's shape.
+fn an_existing_table_keeps_its_shape() {
+    open_levels();
+    let dsn = fresh_db("keepshape");
+    drop(builder(&dsn, "plain_logs").build().unwrap());
+    let (logger, guard) = partition_day(&dsn, "plain_logs").build().unwrap();
+    log::info!(logger: &logger, "into the plain table");
+    assert_eq!(guard.stats().written, 1);
+    assert!(!is_partitioned(&dsn, "plain_logs"));
+    assert!(partitions(&dsn, "plain_logs").is_empty());
+    assert_eq!(guard.__maintain_now(), Ok(()));
+    assert!(!is_partitioned(&dsn, "plain_logs"));
+
+    drop(partition_day(&dsn, "day_logs").build().unwrap());
+    let first = partitions(&dsn, "day_logs");
+    let (_, guard) = partition_day(&dsn, "day_logs")
+        .partition(Partition::Month)
+        .build()
+        .unwrap();
+    guard.__maintain_now().unwrap();
+    assert_eq!(
+        partitions(&dsn, "day_logs"),
+        first,
+        "the table's own period wins"
+    );
+}
+
+/// `retention_days = 7` over ten days of rows in day partitions: one pass drops the
+/// partitions whose every row is older than the seventh whole day before today, and
+/// deletes such rows from the default partition.
+fn retention_drops_whole_expired_partitions() {
+    open_levels();
+    let dsn = fresh_db("dropold");
+    let (_, guard) = partition_day(&dsn, "ret_logs").build().unwrap();
+    for days in 0..10 {
+        insert_at(&dsn, "ret_logs", &format!("day -{days}"), noon_before(days));
+    }
+    guard.__maintain_now().unwrap();
+    assert_eq!(
+        partitions(&dsn, "ret_logs"),
+        expected_partitions("ret_logs", -9..=3),
+        "every day's rows got their partition"
+    );
+    drop(guard);
+    insert_at(&dsn, "ret_logs", "day -20", noon_before(20));
+
+    let started = Instant::now();
+    let (_, guard) = partition_day(&dsn, "ret_logs")
+        .retention(7)
+        .build()
+        .unwrap();
+    guard.__maintain_now().unwrap();
+    println!(
+        "  retention over partitions: start and two passes in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        partitions(&dsn, "ret_logs"),
+        expected_partitions("ret_logs", -7..=3)
+    );
+    let kept: Vec<String> = placed(&dsn, "ret_logs").into_iter().map(|r| r.0).collect();
+    let expected: Vec<String> = (0..=7).rev().map(|d| format!("day -{d}")).collect();
+    assert_eq!(kept, expected);
+    // Kept days keep their rows through later passes.
+    guard.__maintain_now().unwrap();
+    assert_eq!(placed(&dsn, "ret_logs").len(), 8);
+}
+
+/// Retention on a plain table: rows older than the first day kept are deleted in batches
+/// of 5,000, each its own transaction, and nothing younger is touched.
+fn retention_on_a_plain_table_deletes_in_batches() {
+    open_levels();
+    let dsn = fresh_db("plainret");
+    let (_, guard) = builder(&dsn, "plain_logs").retention(7).build().unwrap();
+    assert!(!is_partitioned(&dsn, "plain_logs"));
+    // 12,000 expired rows over two days (three batches), 100 rows on each kept day.
+    let mut client = connect(&dsn);
+    let insert = "INSERT INTO plain_logs (timestamp, level, event) \
+                  SELECT $1::timestamptz + (n || ' seconds')::interval, 'info', $2 \
+                  FROM generate_series(1, $3::int) AS n";
+    for (days, rows) in [(9, 6_000), (8, 6_000)] {
+        client
+            .execute(insert, &[&noon_before(days), &"expired", &rows])
+            .unwrap();
+    }
+    for days in 0..=7 {
+        client
+            .execute(insert, &[&noon_before(days), &"kept", &100])
+            .unwrap();
+    }
+    let started = Instant::now();
+    guard.__maintain_now().unwrap();
+    println!(
+        "  retention on a plain table: 12,000 of 12,800 rows deleted in {:?}",
+        started.elapsed()
+    );
+    let counts: Vec<(String, i64)> = client
+        .query(
+            "SELECT event, count(*) FROM plain_logs GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(counts, [("kept".to_owned(), 800)]);
+    guard.__maintain_now().unwrap();
+    assert_eq!(count(&dsn, "plain_logs"), 800);
+}
+
+/// Several processes start at once with `partition = day` on an empty database: each
+/// starts without a notice, and the table has one set of partitions.
+fn several_processes_create_one_set_of_partitions() {
+    let dsn = fresh_db("racers");
+    let outputs: Vec<_> = std::thread::scope(|s| {
+        let racers: Vec<_> = (0..6)
+            .map(|_| {
+                s.spawn(|| {
+                    run_child(
+                        "start_partitioned",
+                        &[("LIFECYCLE_DSN", &dsn), ("LIFECYCLE_TABLE", "raced_logs")],
+                    )
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for output in &outputs {
+        assert_success(output);
+        assert_no_notices(output);
+    }
+    assert!(is_partitioned(&dsn, "raced_logs"));
+    assert_eq!(
+        partitions(&dsn, "raced_logs"),
+        expected_partitions("raced_logs", 0..=3)
+    );
+    assert_eq!(
+        index_names(&dsn, "raced_logs"),
+        expected_indexes("raced_logs")
+    );
+    assert_eq!(events(&dsn, "raced_logs").len(), 6);
+}
+
+fn start_partitioned_program() {
+    let (logger, guard) = partition_day(&env("LIFECYCLE_DSN"), &env("LIFECYCLE_TABLE"))
+        .require_database(true)
+        .build()
+        .unwrap();
+    log::set_max_level(log::LevelFilter::Info);
+    log::info!(logger: &logger, "started");
+    let stats = guard.stats();
+    assert_eq!((stats.written, stats.fallback), (1, 0));
+}
+
+/// A role that may INSERT into a partitioned table but not create partitions: logging
+/// works, and maintenance says once what the table's owner must run.
+fn a_role_that_may_only_insert_hears_once_what_the_owner_must_run() {
+    let dsn = fresh_db("insertonly");
+    drop(partition_day(&dsn, "owned_logs").build().unwrap());
+    let db = dsn.split("dbname=").nth(1).unwrap().to_owned();
+    let last = format!("owned_logs_p{}", suffix(today() + chrono::Days::new(3)));
+    connect(&dsn)
+        .batch_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE writer LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+             REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+             REVOKE CREATE ON DATABASE \"{db}\" FROM PUBLIC;
+             GRANT INSERT ON owned_logs TO writer;
+             GRANT USAGE ON SEQUENCE owned_logs_id_seq TO writer;
+             DROP TABLE \"{last}\";"
+        ))
+        .unwrap();
+    let writer_dsn = dsn.replace("user=postgres", "user=writer");
+    let output = run_child(
+        "insert_only",
+        &[
+            ("LIFECYCLE_DSN", &writer_dsn),
+            ("LIFECYCLE_TABLE", "owned_logs"),
+        ],
+    );
+    assert_success(&output);
+    let notices = notices(&output);
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(
+        notices[0].contains("permission denied")
+            && notices[0].contains("as the table's owner, run: CREATE TABLE")
+            && notices[0].contains(&last),
+        "{}",
+        notices[0]
+    );
+    assert_eq!(events(&dsn, "owned_logs"), ["from the writer"]);
+    assert!(!partitions(&dsn, "owned_logs").contains(&last));
+}
+
+fn insert_only_program() {
+    let (logger, guard) = partition_day(&env("LIFECYCLE_DSN"), &env("LIFECYCLE_TABLE"))
+        .build()
+        .unwrap();
+    log::set_max_level(log::LevelFilter::Info);
+    log::info!(logger: &logger, "from the writer");
+    assert_eq!(guard.stats().written, 1);
+    // The start pass failed; so do the next, in silence.
+    for _ in 0..2 {
+        let failed = guard.__maintain_now().unwrap_err();
+        assert!(failed.contains("permission denied"), "{failed}");
+    }
+}
