@@ -169,16 +169,7 @@ impl Keeper {
             tried,
             instead,
         } = failed;
-        let away = matches!(
-            trouble.kind,
-            Kind::Unreachable
-                | Kind::Silent
-                | Kind::NotPostgres
-                | Kind::Untrusted
-                | Kind::Login
-                | Kind::Refused
-                | Kind::Lost
-        );
+        let away = connection_failed(trouble.kind);
         if !away {
             self.failure_notice.notice(|| {
                 let mut text = format!(
@@ -216,6 +207,21 @@ impl Maintain for Keeper {
         session.close();
         pass
     }
+}
+
+/// Whether the connection, not the statement, failed: the sinks report that. A refusal
+/// is the statement's here (a pooler in statement mode refusing the transaction, a
+/// standby refusing the DDL): sessions opened, or a pass would not have begun.
+fn connection_failed(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Unreachable
+            | Kind::Silent
+            | Kind::NotPostgres
+            | Kind::Untrusted
+            | Kind::Login
+            | Kind::Lost
+    )
 }
 
 /// One pass's steps, on one session, within one budget.
@@ -270,14 +276,19 @@ impl Turn<'_> {
                 return Ok(Pass::Unfinished);
             }
             let period = keep.span.period_of(earliest.date_naive());
-            if self.adopt(Some(default), period)? == Step::Busy {
-                return Ok(Pass::Busy);
+            match self.adopt(Some(default), period)? {
+                Step::Busy => return Ok(Pass::Busy),
+                // A partition of that name that does not cover its period (made by
+                // hand): asking again would find the same row.
+                Step::Done(0) => break,
+                Step::Done(_) => {}
             }
         }
         Ok(Pass::Done)
     }
 
-    /// Gives `period` its partition, with the rows the default partition holds for it.
+    /// Gives `period` its partition, with the rows the default partition holds for it;
+    /// `Done(0)` when a partition of its name exists already.
     fn adopt(&mut self, default: Option<&str>, period: Period) -> Result<Step, Failed> {
         let partition = qualified(&self.schema, &self.table.partition_name(period));
         let statements = self.table.adopt_sql(&self.schema, default, period);
@@ -293,12 +304,13 @@ impl Turn<'_> {
                     )
                     .await?
                     .get(0);
-                if !exists {
-                    for sql in &statements {
-                        tx.batch_execute(sql).await?;
-                    }
+                if exists {
+                    return Ok(0);
                 }
-                Ok(0)
+                for sql in &statements {
+                    tx.batch_execute(sql).await?;
+                }
+                Ok(1)
             },
         )
     }
@@ -434,5 +446,21 @@ mod tests {
         assert!(LOCK_WAIT < STEP_LIMIT);
         // Writers queued behind a DDL statement wait less than a log call's bound.
         assert!(LOCK_WAIT < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn only_a_statements_failure_is_maintenances_to_report() {
+        for kind in [Kind::Unreachable, Kind::Silent, Kind::Lost, Kind::Login] {
+            assert!(connection_failed(kind), "{kind:?}");
+        }
+        for kind in [
+            Kind::Permission,
+            Kind::Refused,
+            Kind::Timeout,
+            Kind::Rejected,
+            Kind::NoTable,
+        ] {
+            assert!(!connection_failed(kind), "{kind:?}");
+        }
     }
 }
