@@ -50,7 +50,9 @@ impl Guard {
 
 impl Drop for Guard {
     /// Flushes, and in batch mode stops the writer: waits at most the flush timeout,
-    /// then sends whatever is still queued to stderr. Never silently away.
+    /// then sends whatever is still queued to stderr. Never silently away. A table
+    /// maintenance pass under way (partitions, retention) is given at most 250 ms more
+    /// to end its step; its transaction is undone if the program exits first.
     fn drop(&mut self) {
         self.core.sink.close();
     }

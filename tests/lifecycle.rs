@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Instant;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use common::*;
 use pglog::Partition;
 
@@ -26,6 +26,7 @@ fn main() {
     checks![
         partitioned_by_day_on_an_empty_database,
         an_existing_table_keeps_its_shape,
+        week_and_month_partitions_are_named_by_their_start,
         retention_drops_whole_expired_partitions,
         retention_on_a_plain_table_deletes_in_batches,
         several_processes_create_one_set_of_partitions,
@@ -247,6 +248,57 @@ fn an_existing_table_keeps_its_shape() {
     );
 }
 
+/// A week's partition is named by its Monday, a month's by its year and month; both
+/// start at midnight UTC.
+fn week_and_month_partitions_are_named_by_their_start() {
+    open_levels();
+    let dsn = fresh_db("weekmonth");
+    drop(
+        builder(&dsn, "week_logs")
+            .partition(Partition::Week)
+            .build()
+            .unwrap(),
+    );
+    drop(
+        builder(&dsn, "month_logs")
+            .partition(Partition::Month)
+            .build()
+            .unwrap(),
+    );
+    let monday = today() - chrono::Days::new(today().weekday().num_days_from_monday().into());
+    let mut weeks: Vec<String> = (0..4)
+        .map(|w| format!("week_logs_p{}", suffix(monday + chrono::Days::new(7 * w))))
+        .chain(["week_logs_default".to_owned()])
+        .collect();
+    weeks.sort();
+    assert_eq!(partitions(&dsn, "week_logs"), weeks);
+    let first = today().with_day(1).unwrap();
+    let mut months: Vec<String> = (0..4)
+        .map(|m| {
+            let start = first + chrono::Months::new(m);
+            format!("month_logs_p{}", start.format("%Y%m"))
+        })
+        .chain(["month_logs_default".to_owned()])
+        .collect();
+    months.sort();
+    assert_eq!(partitions(&dsn, "month_logs"), months);
+    // The bounds as UTC shows them, whatever the server's time zone.
+    let mut client = connect(&dsn);
+    client.batch_execute("SET TimeZone = 'UTC'").unwrap();
+    let bound: String = client
+        .query_one(
+            "SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = $1",
+            &[&format!("month_logs_p{}", first.format("%Y%m"))],
+        )
+        .unwrap()
+        .get(0);
+    let next = (first + chrono::Months::new(1)).format("%Y-%m-%d");
+    assert_eq!(
+        bound,
+        format!("FOR VALUES FROM ('{first} 00:00:00+00') TO ('{next} 00:00:00+00')")
+    );
+}
+
 /// `retention_days = 7` over ten days of rows in day partitions: one pass drops the
 /// partitions whose every row is older than the seventh whole day before today, and
 /// deletes such rows from the default partition.
@@ -334,13 +386,19 @@ fn retention_on_a_plain_table_deletes_in_batches() {
 /// starts without a notice, and the table has one set of partitions.
 fn several_processes_create_one_set_of_partitions() {
     let dsn = fresh_db("racers");
+    // Half in batch mode, whose writer thread does not take part in maintenance.
     let outputs: Vec<_> = std::thread::scope(|s| {
         let racers: Vec<_> = (0..6)
-            .map(|_| {
-                s.spawn(|| {
+            .map(|i| {
+                let dsn = &dsn;
+                s.spawn(move || {
                     run_child(
                         "start_partitioned",
-                        &[("LIFECYCLE_DSN", &dsn), ("LIFECYCLE_TABLE", "raced_logs")],
+                        &[
+                            ("LIFECYCLE_DSN", dsn),
+                            ("LIFECYCLE_TABLE", "raced_logs"),
+                            ("PGLOG_BATCH", if i % 2 == 0 { "1" } else { "0" }),
+                        ],
                     )
                 })
             })
@@ -364,12 +422,16 @@ fn several_processes_create_one_set_of_partitions() {
 }
 
 fn start_partitioned_program() {
-    let (logger, guard) = partition_day(&env("LIFECYCLE_DSN"), &env("LIFECYCLE_TABLE"))
-        .require_database(true)
-        .build()
-        .unwrap();
+    let builder = partition_day(&env("LIFECYCLE_DSN"), &env("LIFECYCLE_TABLE"));
+    let builder = if env("PGLOG_BATCH") == "1" {
+        builder.batch()
+    } else {
+        builder
+    };
+    let (logger, guard) = builder.require_database(true).build().unwrap();
     log::set_max_level(log::LevelFilter::Info);
     log::info!(logger: &logger, "started");
+    guard.flush();
     let stats = guard.stats();
     assert_eq!((stats.written, stats.fallback), (1, 0));
 }

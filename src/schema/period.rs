@@ -15,7 +15,7 @@ use chrono::{Datelike, Days, Months, NaiveDate};
 /// with the same columns and index names as the plain table, partitions for the current
 /// and the next three periods, and a default partition (`<table>_default`) that takes
 /// any row no partition covers. pglog creates partitions ahead and moves rows out of the
-/// default partition in the background, at most once an hour. An existing table is never
+/// default partition in the background, at start and then hourly. An existing table is never
 /// changed into another shape.
 ///
 /// # Examples

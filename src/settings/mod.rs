@@ -124,16 +124,16 @@ declare! {
     /// default), or by `day`, `week` or `month` of `timestamp`, in UTC (see
     /// [`Partition`]). An existing table keeps its shape. With a period, pglog creates
     /// partitions ahead and moves rows out of the default partition in the background, at
-    /// most once an hour.
+    /// start and then hourly.
     partition: Partition = Partition::None;
         Partitioning, partition, ["PGLOG_PARTITION"], plain;
 
     /// Keep at least this many whole UTC days of events before today, and remove what is
     /// older (default: keep everything; 1 to 36,500 days). On a table pglog partitioned,
     /// whole partitions are dropped once their last day is that old; on a plain table,
-    /// rows are deleted in batches of 5,000. In the background, at most once an hour; a
-    /// table pg_partman manages, or one partitioned by hand, is left to its manager. The
-    /// builder call is [`retention`](crate::Builder::retention).
+    /// rows are deleted in batches of 5,000. In the background, at start and then hourly;
+    /// a table pg_partman manages, or one partitioned by hand, is left to its manager.
+    /// The builder call is [`retention`](crate::Builder::retention).
     retention_days: u32;
         Count<u32, 1, 36_500, Days>, retention_days, ["PGLOG_RETENTION_DAYS"], custom;
 
