@@ -165,17 +165,7 @@ fn insert_only_role_logs_into_an_existing_table() {
     let dsn = fresh_db("insertonly");
     let (_, owner_guard) = builder(&dsn, "shared_logs").build().unwrap();
     drop(owner_guard);
-    let db = dsn.split("dbname=").nth(1).unwrap().to_owned();
-    connect(&dsn)
-        .batch_execute(&format!(
-            "DO $$ BEGIN CREATE ROLE writer LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
-             REVOKE CREATE ON SCHEMA public FROM PUBLIC;
-             REVOKE CREATE ON DATABASE \"{db}\" FROM PUBLIC;
-             GRANT INSERT ON shared_logs TO writer;
-             GRANT USAGE ON SEQUENCE shared_logs_id_seq TO writer;"
-        ))
-        .unwrap();
-    let writer_dsn = dsn.replace("user=postgres", "user=writer");
+    let writer_dsn = insert_only_role(&dsn, "shared_logs");
     for create in [true, false] {
         let (logger, guard) = builder(&writer_dsn, "shared_logs")
             .create_table(create)

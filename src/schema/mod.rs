@@ -87,7 +87,8 @@ impl Table {
                 "table",
                 format!(
                     "the table name is {} bytes; at most {max} fit, so that its index names \
-                     (idx_<table>_timestamp...) stay within PostgreSQL's {MAX_IDENTIFIER_BYTES}-byte identifiers",
+                     (idx_<table>_timestamp...) and partition names stay within PostgreSQL's \
+                     {MAX_IDENTIFIER_BYTES}-byte identifiers",
                     name.len()
                 ),
             ));

@@ -177,10 +177,7 @@ pub(crate) fn qualified(schema: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn day(text: &str) -> NaiveDate {
-        NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
-    }
+    use crate::schema::period::tests::day;
 
     #[test]
     fn creation_makes_the_parent_its_default_and_the_periods_ahead_then_marks_it() {

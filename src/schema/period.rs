@@ -182,10 +182,11 @@ pub(crate) fn first_kept(today: NaiveDate, days: u32) -> Option<NaiveDate> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn day(text: &str) -> NaiveDate {
+    /// `YYYY-MM-DD` as a date, for tests.
+    pub(crate) fn day(text: &str) -> NaiveDate {
         NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
     }
 

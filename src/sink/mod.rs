@@ -11,6 +11,8 @@ mod maintenance;
 mod pool;
 mod queue;
 mod session;
+#[cfg(test)]
+mod testing;
 mod trouble;
 
 pub(crate) use batch::BatchSettings;

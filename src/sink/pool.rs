@@ -479,6 +479,7 @@ impl<C: Connect> Drop for Lease<'_, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::testing::eventually;
     use crate::sink::trouble::Kind;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -546,15 +547,6 @@ mod tests {
     }
 
     const LONG: Duration = Duration::from_secs(10);
-
-    /// Waits (generously) for a condition that the connector thread brings about.
-    fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-        let deadline = Instant::now() + LONG;
-        while !check() {
-            assert!(Instant::now() < deadline, "never happened: {what}");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
 
     #[test]
     fn sessions_are_opened_on_demand_and_reused_last_in_first_out() {

@@ -338,6 +338,7 @@ impl<T: Weigh> Queue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::testing::eventually;
     use std::sync::Arc;
 
     /// An item of `.0` bytes; `.1` marks a control message.
@@ -376,15 +377,6 @@ mod tests {
     }
 
     const LONG: Duration = Duration::from_secs(30);
-
-    /// Waits (generously) for another thread to reach a state.
-    fn eventually(what: &str, check: impl Fn() -> bool) {
-        let deadline = Instant::now() + LONG;
-        while !check() {
-            assert!(Instant::now() < deadline, "never happened: {what}");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
 
     #[test]
     fn bounded_in_events_and_in_bytes() {

@@ -49,6 +49,25 @@ pub fn connect(dsn: &str) -> postgres::Client {
     postgres::Client::connect(dsn, postgres::NoTls).expect("connect to the test server")
 }
 
+/// Makes the role `writer` able to INSERT into `table` (and draw its ids) and to create
+/// nothing in the database `dsn` names; returns the DSN that logs in as it.
+pub fn insert_only_role(dsn: &str, table: &str) -> String {
+    let db = dsn.split("dbname=").nth(1).expect("a DSN with dbname=");
+    connect(dsn)
+        .batch_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE writer LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+             REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+             REVOKE CREATE ON DATABASE {} FROM PUBLIC;
+             GRANT INSERT ON {table} TO writer;
+             GRANT USAGE ON SEQUENCE {} TO writer;",
+            quote_ident(db),
+            quote_ident(&format!("{table}_id_seq")),
+            table = quote_ident(table),
+        ))
+        .expect("make an insert-only role");
+    dsn.replace("user=postgres", "user=writer")
+}
+
 /// Lets `log::info!(logger: &l, ...)` through: those macros also check the global max level.
 pub fn open_levels() {
     log::set_max_level(log::LevelFilter::Trace);

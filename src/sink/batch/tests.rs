@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicUsize;
 
 use super::*;
 use crate::fallback::capture;
+use crate::sink::testing::eventually;
 use crate::sink::trouble::{Kind, Trouble};
 
 /// What the fake store answers to a batch.
@@ -97,14 +98,6 @@ fn push(batch: &Batch<Arc<Fake>>, text: &str, n: usize) {
 fn counts(counters: &Counters) -> (u64, u64, u64, u64) {
     let s = counters.snapshot(0, true);
     (s.written, s.fallback, s.dropped, s.uncertain)
-}
-
-fn eventually(what: &str, check: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 #[test]

@@ -224,6 +224,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
+    use crate::sink::testing::eventually;
 
     /// Counts its passes; each takes `takes` and answers `answer`.
     struct Fake {
@@ -252,14 +253,6 @@ mod tests {
         every: Duration::from_secs(3600),
         retry: Duration::from_secs(3600),
     };
-
-    fn eventually(what: &str, check: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !check() {
-            assert!(Instant::now() < deadline, "{what}");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
 
     #[test]
     fn a_pass_runs_at_start_and_on_request() {

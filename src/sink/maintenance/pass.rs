@@ -73,7 +73,8 @@ pub(crate) struct Keeper {
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
-    /// Done; for a trim, the rows deleted.
+    /// Done: for a trim, the rows deleted; for a partition, 1 when it was made, 0 when
+    /// it existed.
     Done(u64),
     /// Another process holds the advisory lock, or a table lock was not had in time.
     Busy,

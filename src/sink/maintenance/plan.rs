@@ -165,10 +165,7 @@ fn keep(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn day(text: &str) -> NaiveDate {
-        NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
-    }
+    use crate::schema::period::tests::day;
 
     fn table() -> Table {
         Table::new("logs").unwrap()
