@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use common::*;
@@ -28,6 +28,7 @@ fn main() {
         an_existing_table_keeps_its_shape,
         week_and_month_partitions_are_named_by_their_start,
         retention_drops_whole_expired_partitions,
+        a_drop_waits_briefly_for_writers_and_holds_them_up_as_briefly,
         retention_on_a_plain_table_deletes_in_batches,
         several_processes_create_one_set_of_partitions,
         a_role_that_may_only_insert_hears_once_what_the_owner_must_run,
@@ -338,6 +339,59 @@ fn retention_drops_whole_expired_partitions() {
     // Kept days keep their rows through later passes.
     guard.__maintain_now().unwrap();
     assert_eq!(placed(&dsn, "ret_logs").len(), 8);
+}
+
+/// Dropping a partition locks the parent against writers. Behind a write in flight, the
+/// drop gives up after its lock wait (500 ms), and a writer queued behind the drop waits
+/// no longer than that; the next pass drops the partition.
+fn a_drop_waits_briefly_for_writers_and_holds_them_up_as_briefly() {
+    open_levels();
+    let dsn = fresh_db("lockwait");
+    let (_, guard) = partition_day(&dsn, "busy_logs").build().unwrap();
+    insert_at(&dsn, "busy_logs", "expired", noon_before(3));
+    guard.__maintain_now().unwrap();
+    drop(guard);
+    let expired = format!("busy_logs_p{}", suffix(noon_before(3).date_naive()));
+    assert!(partitions(&dsn, "busy_logs").contains(&expired));
+
+    let mut in_flight = connect(&dsn);
+    let mut tx = in_flight.transaction().unwrap();
+    tx.execute(
+        "INSERT INTO busy_logs (timestamp, level, event) VALUES (now(), 'info', 'in flight')",
+        &[],
+    )
+    .unwrap();
+    // Both the start pass and the pass asked for meet the write in flight.
+    let (logger, guard) = partition_day(&dsn, "busy_logs")
+        .retention(1)
+        .build()
+        .unwrap();
+    let (pass, slowest) = std::thread::scope(|s| {
+        let pass = s.spawn(|| {
+            let started = Instant::now();
+            (guard.__maintain_now(), started.elapsed())
+        });
+        // Writes meanwhile queue behind each drop while it waits.
+        let mut slowest = Duration::ZERO;
+        while !pass.is_finished() {
+            let started = Instant::now();
+            log::info!(logger: &logger, "while a drop waits");
+            slowest = slowest.max(started.elapsed());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (pass.join().unwrap(), slowest)
+    });
+    tx.commit().unwrap();
+    println!(
+        "  passes behind a write in flight gave up in {:?}; the slowest write meanwhile took {slowest:?}",
+        pass.1
+    );
+    assert_eq!(pass.0, Err("Unfinished".to_owned()));
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    assert_eq!(guard.stats().fallback, 0);
+    assert!(partitions(&dsn, "busy_logs").contains(&expired));
+    guard.__maintain_now().unwrap();
+    assert!(!partitions(&dsn, "busy_logs").contains(&expired));
 }
 
 /// Retention on a plain table: rows older than the first day kept are deleted in batches

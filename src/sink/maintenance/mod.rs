@@ -4,7 +4,8 @@
 //!
 //! One named thread per process ("pglog-maintain"), started only when `partition` or
 //! `retention_days` is set, runs a pass at start and then once an hour (a minute after a
-//! pass the database's absence cut short). A thread of its own, in batch mode too: a pass
+//! pass the database's absence cut short, or one that ran out of time or waited too
+//! long for a table lock). A thread of its own, in batch mode too: a pass
 //! may take seconds, which the batch writer could not spend without letting its queue
 //! fill. It opens a session of its own for each pass, so a pass never takes a session a
 //! log call waits for. Processes take turns through an advisory lock they only ever
@@ -30,7 +31,8 @@ use crate::sync::{Condvar, Mutex};
 
 /// How often a process runs a pass.
 pub(crate) const EVERY: Duration = Duration::from_secs(3600);
-/// How soon a pass the database's absence cut short is tried again.
+/// How soon a pass the database's absence cut short, or one that could not finish, is
+/// followed by another.
 pub(crate) const RETRY: Duration = Duration::from_secs(60);
 /// The longest a pass can take: its budget, and the last step it started.
 pub(crate) const LONGEST_PASS: Duration =
@@ -52,8 +54,8 @@ pub(crate) enum Pass {
     Done,
     /// Another process held the lock: it does the work.
     Busy,
-    /// Part was done and the pass ran out of time (or was stopped): the rest is done by
-    /// the next.
+    /// Part was done, and the pass ran out of time, was stopped, or waited too long for
+    /// a table lock: the next pass, soon, goes on.
     Unfinished,
     /// A step failed (already reported, once). `soon`: the database was away or busy,
     /// worth another try before the hour is out.
@@ -197,8 +199,8 @@ impl<M: Maintain> Shared<M> {
                     soon: false,
                 });
             let wait = match outcome {
-                Pass::Failed { soon: true, .. } => self.timing.retry,
-                _ => self.timing.every,
+                Pass::Failed { soon: true, .. } | Pass::Unfinished => self.timing.retry,
+                Pass::Done | Pass::Busy | Pass::Failed { .. } => self.timing.every,
             };
             let due = Instant::now() + wait;
             let mut state = self.state.lock();

@@ -71,13 +71,15 @@ pub(crate) struct Keeper {
 }
 
 /// What one step did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 enum Step {
     /// Done: for a trim, the rows deleted; for a partition, 1 when it was made, 0 when
     /// it existed.
     Done(u64),
-    /// Another process holds the advisory lock, or a table lock was not had in time.
-    Busy,
+    /// Not done, and the pass ends so: [`Pass::Busy`] when another process holds the
+    /// advisory lock (it does the work), [`Pass::Unfinished`] when a table lock was not
+    /// had in time (writers are busy: the next pass tries again soon).
+    Halt(Pass),
 }
 
 /// A step that failed: what it tried, and what the table's owner can run instead.
@@ -246,16 +248,16 @@ impl Turn<'_> {
             if !self.may_go_on() {
                 return Ok(Pass::Unfinished);
             }
-            if self.adopt(keep.default.as_deref(), period)? == Step::Busy {
-                return Ok(Pass::Busy);
+            if let Step::Halt(pass) = self.adopt(keep.default.as_deref(), period)? {
+                return Ok(pass);
             }
         }
         for partition in &keep.drop {
             if !self.may_go_on() {
                 return Ok(Pass::Unfinished);
             }
-            if self.drop_partition(partition)? == Step::Busy {
-                return Ok(Pass::Busy);
+            if let Step::Halt(pass) = self.drop_partition(partition)? {
+                return Ok(pass);
             }
         }
         let Some(default) = keep.default.as_deref() else {
@@ -278,7 +280,7 @@ impl Turn<'_> {
             }
             let period = keep.span.period_of(earliest.date_naive());
             match self.adopt(Some(default), period)? {
-                Step::Busy => return Ok(Pass::Busy),
+                Step::Halt(pass) => return Ok(pass),
                 // A partition of that name that does not cover its period (made by
                 // hand): asking again would find the same row.
                 Step::Done(0) => break,
@@ -348,7 +350,7 @@ impl Turn<'_> {
                 async |tx| tx.execute_typed(&sql, &[]).await,
             )?;
             match step {
-                Step::Busy => return Ok(Pass::Busy),
+                Step::Halt(pass) => return Ok(pass),
                 Step::Done(n) if n < u64::from(TRIM_BATCH) => return Ok(Pass::Done),
                 Step::Done(_) => std::thread::sleep(TRIM_PAUSE),
             }
@@ -399,7 +401,7 @@ impl Turn<'_> {
     }
 }
 
-/// `body` in a transaction holding the advisory lock `key`, with pglog's bounds; `Busy`
+/// `body` in a transaction holding the advisory lock `key`, with pglog's bounds; halted
 /// when the lock, or a table lock `body` needs, is not to be had now.
 async fn in_turn(
     client: &mut Client,
@@ -422,7 +424,7 @@ async fn in_turn(
         .get(0);
     if !ours {
         tx.rollback().await?;
-        return Ok(Step::Busy);
+        return Ok(Step::Halt(Pass::Busy));
     }
     match body(&tx).await {
         Ok(n) => {
@@ -431,7 +433,7 @@ async fn in_turn(
         }
         Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
             tx.rollback().await?;
-            Ok(Step::Busy)
+            Ok(Step::Halt(Pass::Unfinished))
         }
         Err(e) => Err(e),
     }
