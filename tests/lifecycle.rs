@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
@@ -32,6 +33,7 @@ fn main() {
         retention_on_a_plain_table_deletes_in_batches,
         several_processes_create_one_set_of_partitions,
         a_role_that_may_only_insert_hears_once_what_the_owner_must_run,
+        a_stogger_table_is_converted_while_a_writer_logs,
     ];
 }
 
@@ -534,4 +536,149 @@ fn insert_only_program() {
         let failed = guard.__maintain_now().unwrap_err();
         assert!(failed.contains("permission denied"), "{failed}");
     }
+}
+
+/// stogger's table and indexes as stogger creates them (DESIGN.md's statements, written
+/// here independently of pglog's own).
+fn stogger_ddl(table: &str) -> String {
+    let t = quote_ident(table);
+    let idx = |suffix: &str| quote_ident(&format!("idx_{table}_{suffix}"));
+    format!(
+        "CREATE TABLE IF NOT EXISTS {t} (id BIGSERIAL PRIMARY KEY, timestamp TIMESTAMPTZ NOT NULL, \
+         level TEXT NOT NULL, event TEXT NOT NULL, func TEXT, scope TEXT, \
+         data JSONB NOT NULL DEFAULT '{{}}');
+         CREATE INDEX IF NOT EXISTS {} ON {t} (timestamp DESC);
+         CREATE INDEX IF NOT EXISTS {} ON {t} (level);
+         CREATE INDEX IF NOT EXISTS {} ON {t} (event);
+         CREATE INDEX IF NOT EXISTS {} ON {t} USING GIN (data);",
+        idx("timestamp"),
+        idx("level"),
+        idx("event"),
+        idx("data"),
+    )
+}
+
+/// A stogger-created table with 10,000 rows over 30 days is converted to day partitions
+/// while a writer with its own logger, a role that may only INSERT, logs all along:
+/// every old and new row is there once, with distinct ids, the table is partitioned with
+/// stogger's index names on the parent, and maintenance takes it over.
+fn a_stogger_table_is_converted_while_a_writer_logs() {
+    open_levels();
+    let dsn = fresh_db("convert");
+    let table = "stogger_logs";
+    let mut client = connect(&dsn);
+    client.batch_execute(&stogger_ddl(table)).unwrap();
+    client
+        .execute(
+            "INSERT INTO stogger_logs (timestamp, level, event, data) \
+             SELECT now() - (n || ' minutes')::interval * 4, 'info', 'old ' || n, \
+                    jsonb_build_object('n', n) FROM generate_series(1, 10000) AS n",
+            &[],
+        )
+        .unwrap();
+    let writer_dsn = insert_only_role(&dsn, table);
+
+    let stop = AtomicBool::new(false);
+    let (conversion, took, written, fallback) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let (logger, guard) = builder(&writer_dsn, table).build().unwrap();
+            let mut n = 0u64;
+            let mut slowest = Duration::ZERO;
+            while !stop.load(Ordering::Acquire) || n < 50 {
+                let started = Instant::now();
+                log::info!(logger: &logger, n = n; "live {n}");
+                slowest = slowest.max(started.elapsed());
+                n += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            // After the swap, into the partitioned table.
+            for m in 0..20 {
+                log::info!(logger: &logger, "after {m}");
+            }
+            let stats = guard.stats();
+            println!("  writer: {n} events during the conversion, the slowest took {slowest:?}");
+            (stats.written, stats.fallback)
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        let conversion = builder(&dsn, table).convert_to_partitioned(Partition::Day);
+        let took = started.elapsed();
+        stop.store(true, Ordering::Release);
+        let (written, fallback) = writer.join().unwrap();
+        (conversion, took, written, fallback)
+    });
+    let conversion = conversion.unwrap();
+    println!("  converted in {took:?}: {conversion:?}");
+    let until = today() + chrono::Days::new(2);
+    let old = format!("{table}_until{}", suffix(until));
+    assert_eq!(conversion.table, format!("\"public\".\"{table}\""));
+    assert_eq!(conversion.old_partition, format!("\"public\".\"{old}\""));
+    assert_eq!(conversion.until, format!("{until} 00:00:00+00"));
+    assert_eq!(fallback, 0, "no event left the table");
+
+    assert!(is_partitioned(&dsn, table));
+    assert_eq!(index_names(&dsn, table), expected_indexes(table));
+    let mut expected = expected_partitions(table, 2..=5);
+    expected.push(old.clone());
+    expected.sort();
+    assert_eq!(partitions(&dsn, table), expected);
+    let (rows, ids, lives, afters): (i64, i64, i64, i64) = {
+        let r = client
+            .query_one(
+                "SELECT count(*), count(DISTINCT id), count(DISTINCT event) FILTER (WHERE event LIKE 'live %'), \
+                        count(*) FILTER (WHERE event LIKE 'after %') FROM stogger_logs",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2), r.get(3))
+    };
+    assert_eq!(
+        rows,
+        10_000 + written as i64,
+        "every old row and every written one"
+    );
+    assert_eq!(
+        ids, rows,
+        "ids stay distinct: the parent draws from the old sequence"
+    );
+    assert_eq!(lives + afters, written as i64);
+    assert_eq!(afters, 20);
+    let old_rows: i64 = client
+        .query_one(
+            "SELECT count(*) FROM stogger_logs WHERE event LIKE 'old %'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(old_rows, 10_000);
+    let comment: String = client
+        .query_one(
+            "SELECT obj_description('stogger_logs'::regclass, 'pg_class')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        comment.starts_with("pglog: partitioned by day"),
+        "{comment}"
+    );
+    // The sequence belongs to the parent: dropping the old partition one day keeps it.
+    let sequence: String = client
+        .query_one("SELECT pg_get_serial_sequence('stogger_logs', 'id')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(sequence, "public.stogger_logs_id_seq");
+
+    // Converting again is refused, saying why.
+    let again = builder(&dsn, table)
+        .convert_to_partitioned(Partition::Day)
+        .unwrap_err()
+        .to_string();
+    assert!(again.contains("partitioned already"), "{again}");
+
+    // Maintenance takes over: nothing to create (the bound's period on exist), and with
+    // retention, nothing to drop in the old partition, whose range reaches today.
+    let (_, guard) = partition_day(&dsn, table).retention(7).build().unwrap();
+    guard.__maintain_now().unwrap();
+    assert_eq!(partitions(&dsn, table), expected);
 }
