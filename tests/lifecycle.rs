@@ -34,6 +34,7 @@ fn main() {
         several_processes_create_one_set_of_partitions,
         a_role_that_may_only_insert_hears_once_what_the_owner_must_run,
         a_stogger_table_is_converted_while_a_writer_logs,
+        stoggers_own_statements_work_on_a_partitioned_table,
     ];
 }
 
@@ -669,6 +670,11 @@ fn a_stogger_table_is_converted_while_a_writer_logs() {
         .get(0);
     assert_eq!(sequence, "public.stogger_logs_id_seq");
 
+    // stogger starting against it afterwards changes nothing.
+    client.batch_execute(&stogger_ddl(table)).unwrap();
+    assert_eq!(index_names(&dsn, table), expected_indexes(table));
+    assert_eq!(partitions(&dsn, table), expected);
+
     // Converting again is refused, saying why.
     let again = builder(&dsn, table)
         .convert_to_partitioned(Partition::Day)
@@ -681,4 +687,46 @@ fn a_stogger_table_is_converted_while_a_writer_logs() {
     let (_, guard) = partition_day(&dsn, table).retention(7).build().unwrap();
     guard.__maintain_now().unwrap();
     assert_eq!(partitions(&dsn, table), expected);
+}
+
+/// stogger's start-up statements (`CREATE TABLE IF NOT EXISTS`, its four `CREATE INDEX
+/// IF NOT EXISTS`) and its INSERT, run against the table pglog created partitioned by
+/// day: they succeed, create nothing, and the row lands in today's partition.
+fn stoggers_own_statements_work_on_a_partitioned_table() {
+    let dsn = fresh_db("stoggersql");
+    let table = "shared_logs";
+    drop(partition_day(&dsn, table).build().unwrap());
+    let before = partitions(&dsn, table);
+    let mut client = connect(&dsn);
+    client.batch_execute(&stogger_ddl(table)).unwrap();
+    let at = Utc::now();
+    client
+        .execute(
+            "INSERT INTO shared_logs (timestamp, level, event, func, scope, data) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &at,
+                &"info",
+                &"from python",
+                &"handler",
+                &"web",
+                &serde_json::json!({"user_id": 42, "code_module": "app.views"}),
+            ],
+        )
+        .unwrap();
+    assert!(is_partitioned(&dsn, table));
+    assert_eq!(partitions(&dsn, table), before, "nothing created");
+    assert_eq!(index_names(&dsn, table), expected_indexes(table));
+    assert_eq!(
+        placed(&dsn, table),
+        [(
+            "from python".to_owned(),
+            format!("{table}_p{}", suffix(at.date_naive()))
+        )]
+    );
+    let id: i64 = client
+        .query_one("SELECT id FROM shared_logs", &[])
+        .unwrap()
+        .get(0);
+    assert!(id > 0, "the id comes from the parent's sequence");
 }
