@@ -20,6 +20,7 @@ fn main() {
         match program.as_str() {
             "start_partitioned" => start_partitioned_program(),
             "insert_only" => insert_only_program(),
+            "into_partman" => into_partman_program(),
             other => panic!("unknown child program {other}"),
         }
         return;
@@ -35,6 +36,7 @@ fn main() {
         a_role_that_may_only_insert_hears_once_what_the_owner_must_run,
         a_stogger_table_is_converted_while_a_writer_logs,
         stoggers_own_statements_work_on_a_partitioned_table,
+        a_pg_partman_parent_is_written_to_and_left_to_pg_partman,
     ];
 }
 
@@ -729,4 +731,90 @@ fn stoggers_own_statements_work_on_a_partitioned_table() {
         .unwrap()
         .get(0);
     assert!(id > 0, "the id comes from the parent's sequence");
+}
+
+/// A parent created and managed by pg_partman 4.7 (Debian's `postgresql-15-partman`,
+/// which `.ci/ensure-postgres` installs): native partitioning on `timestamp`, daily, with
+/// pglog's columns and stogger's index names. pglog with `partition = day` and
+/// `retention_days` writes into it, never creates or drops a partition (the list is the
+/// same before and after its passes, though pg_partman's names are not pglog's and days
+/// beyond retention exist), and says once that pg_partman manages it.
+fn a_pg_partman_parent_is_written_to_and_left_to_pg_partman() {
+    let dsn = fresh_db("partman");
+    let table = "partman_logs";
+    let mut client = connect(&dsn);
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA partman;
+             CREATE EXTENSION pg_partman SCHEMA partman;
+             CREATE TABLE {t} (id BIGSERIAL, timestamp TIMESTAMPTZ NOT NULL, level TEXT NOT NULL, \
+               event TEXT NOT NULL, func TEXT, scope TEXT, data JSONB NOT NULL DEFAULT '{{}}', \
+               PRIMARY KEY (id, timestamp)) PARTITION BY RANGE (timestamp);
+             CREATE INDEX {} ON {t} (timestamp DESC);
+             CREATE INDEX {} ON {t} (level);
+             CREATE INDEX {} ON {t} (event);
+             CREATE INDEX {} ON {t} USING GIN (data);",
+            quote_ident(&format!("idx_{table}_timestamp")),
+            quote_ident(&format!("idx_{table}_level")),
+            quote_ident(&format!("idx_{table}_event")),
+            quote_ident(&format!("idx_{table}_data")),
+            t = quote_ident(table),
+        ))
+        .expect("pg_partman installed (.ci/ensure-postgres installs postgresql-15-partman)");
+    // pg_partman 4.7: create_parent(p_parent_table, p_control, p_type, p_interval, ...);
+    // p_start_partition ten days back, so that days retention would drop exist.
+    let start = (today() - chrono::Days::new(10)).to_string();
+    client
+        .execute(
+            "SELECT partman.create_parent($1, 'timestamp', 'native', 'daily', \
+             p_start_partition => $2)",
+            &[&format!("public.{table}"), &start],
+        )
+        .unwrap();
+    let before = partitions(&dsn, table);
+    assert!(before.len() > 10, "{before:?}");
+    // pg_partman's names (`<table>_p2026_11_22`), not pglog's (`<table>_p20261122`).
+    assert!(
+        before.contains(&format!("{table}_p{}", today().format("%Y_%m_%d"))),
+        "{before:?}"
+    );
+
+    let output = run_child(
+        "into_partman",
+        &[("LIFECYCLE_DSN", &dsn), ("LIFECYCLE_TABLE", table)],
+    );
+    assert_success(&output);
+    let notices = notices(&output);
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(
+        notices[0].contains("pg_partman manages it") && notices[0].contains("part_config"),
+        "{}",
+        notices[0]
+    );
+    assert_eq!(
+        partitions(&dsn, table),
+        before,
+        "no partition created or dropped"
+    );
+    assert_eq!(events(&dsn, table), ["into pg_partman's table"]);
+    let placed = placed(&dsn, table);
+    assert_ne!(
+        placed[0].1,
+        format!("{table}_default"),
+        "in pg_partman's day partition"
+    );
+}
+
+fn into_partman_program() {
+    let (logger, guard) = partition_day(&env("LIFECYCLE_DSN"), &env("LIFECYCLE_TABLE"))
+        .retention(3)
+        .build()
+        .unwrap();
+    log::set_max_level(log::LevelFilter::Info);
+    log::info!(logger: &logger, "into pg_partman's table");
+    assert_eq!(guard.stats().written, 1);
+    // The start pass and two more: each leaves the table alone; one notice in all.
+    for _ in 0..2 {
+        guard.__maintain_now().unwrap();
+    }
 }
