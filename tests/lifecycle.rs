@@ -1,7 +1,9 @@
 //! A table over time against a real server: partitions by day created with the table and
 //! ahead of time, rows moved out of the default partition, retention by dropping
 //! partitions and by batched deletes, several processes creating one partitioned table at
-//! once, and a role that may INSERT but not CREATE.
+//! once, a role that may INSERT but not CREATE, a stogger table converted online while a
+//! writer logs, stogger's own statements against a partitioned table, and a pg_partman
+//! parent left to pg_partman.
 //!
 //! A maintenance pass runs at start and then hourly; the checks trigger one with the
 //! guard's hidden `__maintain_now`, which returns once the pass ended.
