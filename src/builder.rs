@@ -236,6 +236,72 @@ impl Builder {
         start::build(settings, self.environment, &env)
     }
 
+    /// Converts the configured table, a plain one (stogger's, or one pglog created
+    /// without `partition`), into a table partitioned by `partition`, online, keeping
+    /// every row; afterwards pglog's maintenance keeps its partitions (and retention) as
+    /// for a table it created partitioned. An operator's one-off: run it once, from any
+    /// program or a small tool, with the configuration the loggers use; loggers running
+    /// meanwhile keep writing.
+    ///
+    /// The old table becomes the partition `<table>_until<YYYYMMDD>` of every row before
+    /// the end of the period after today's (so that its rows need no copying); a new
+    /// parent takes the table's name, stogger's four index names, the `id` sequence and
+    /// the grants, with a default partition and the partitions from that bound on. The
+    /// steps that read the whole table (stogger's indexes if missing, a unique index on
+    /// `(id, timestamp)`, validating a `CHECK (timestamp < bound)`) run without blocking
+    /// writers, within an hour each; the swap holds the table's lock for a moment (a
+    /// catalog change, no scan), after waiting at most 500 ms for it, twenty tries a
+    /// second apart. Until the swap, a row stamped after the bound is refused. Run it as
+    /// the table's owner or a member of the owner's role (a superuser will do); not
+    /// through a transaction pooler, which `CREATE INDEX CONCURRENTLY` does not survive.
+    ///
+    /// # Errors
+    ///
+    /// A setting the logger would refuse too, [`Partition::None`](crate::Partition),
+    /// and [`Error::Conversion`] naming the step that failed: no such table, one
+    /// partitioned already or of another shape, a missing privilege, a lock not had,
+    /// a row newer than the bound. The table is left whole; running the conversion again
+    /// goes on where it stopped.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let done = pglog::Builder::discover()?
+    ///     .convert_to_partitioned(pglog::Partition::Day)?;
+    /// println!("{} now partitioned; rows before {} in {}", done.table, done.until, done.old_partition);
+    /// # Ok::<(), pglog::Error>(())
+    /// ```
+    pub fn convert_to_partitioned(
+        self,
+        partition: crate::Partition,
+    ) -> Result<crate::Conversion, Error> {
+        let env: SharedEnv = Arc::new(real_env);
+        let settings = settings::resolve(&self.file, &self.code, self.environment, &*env)?;
+        let span = partition.span().ok_or_else(|| {
+            Error::config(
+                "partition",
+                "converting a table needs a period to partition by: day, week or month",
+            )
+        })?;
+        let table = crate::schema::Table::new(&settings.table)?;
+        let session = start::session_config(
+            &settings,
+            table,
+            self.environment,
+            &env,
+            crate::sink::SessionSettings {
+                create_table: false,
+                partition,
+                statement_timeout: crate::convert::SCAN_LIMIT,
+                synchronous_commit: true,
+                // No session settings: the long steps must not meet the logger's
+                // statement_timeout; their bound is pglog's own.
+                prepared_statements: false,
+            },
+        )?;
+        crate::convert::convert(session, span)
+    }
+
     /// Builds the logger, installs it as the global `log` logger, and returns its guard.
     ///
     /// # Errors

@@ -34,6 +34,11 @@ pub enum Error {
     /// The database could not be used at startup and
     /// [`Builder::require_database`](crate::Builder::require_database) was set.
     DatabaseUnavailable(String),
+    /// [`Builder::convert_to_partitioned`](crate::Builder::convert_to_partitioned) could
+    /// not convert the table: which step failed, why, and what to do about it. A step
+    /// that failed left the table as it was (the swap is one transaction); running the
+    /// conversion again goes on where it stopped.
+    Conversion(String),
 }
 
 impl Error {
@@ -64,6 +69,7 @@ impl fmt::Display for Error {
             Error::DatabaseUnavailable(why) => {
                 write!(f, "database required at startup but unusable: {why}")
             }
+            Error::Conversion(why) => f.write_str(why),
         }
     }
 }

@@ -73,6 +73,7 @@
 struct ReadmeDoctests;
 
 mod builder;
+mod convert;
 mod dsn;
 mod error;
 mod fallback;
@@ -93,6 +94,7 @@ mod sync;
 mod tls;
 
 pub use builder::{init, Builder};
+pub use convert::Conversion;
 pub use dsn::Dsn;
 pub use error::Error;
 pub use guard::Guard;

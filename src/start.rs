@@ -55,28 +55,11 @@ fn database_sink(
     environment: Environment,
     env: &SharedEnv,
 ) -> Result<Sink, Error> {
-    let dsn = settings.dsn.as_ref().map(|dsn| dsn.as_str());
-    let Resolved {
-        driver,
-        tls,
-        password,
-    } = dsn::resolve(
-        dsn,
-        settings.root_cert.as_deref(),
-        settings.connect_timeout,
-        env,
-        environment == Environment::Read,
-    )?;
-    let transport = tls::transport(&tls)?;
-    let connect_timeout = driver
-        .get_connect_timeout()
-        .copied()
-        .unwrap_or(settings.connect_timeout);
-    let target = dsn::describe(&driver);
-    let session = SessionConfig::new(
-        Endpoint::new(driver, password, transport, tls.describe(), connect_timeout),
+    let session = session_config(
+        settings,
         table,
-        target,
+        environment,
+        env,
         SessionSettings {
             create_table: settings.create_table,
             partition: settings.partition,
@@ -84,8 +67,7 @@ fn database_sink(
             synchronous_commit: settings.synchronous_commit,
             prepared_statements: settings.prepared_statements,
         },
-        server_warnings(),
-    );
+    )?;
     let pool = PoolSettings {
         size: settings.pool_size as usize,
         idle_timeout: settings.idle_timeout,
@@ -112,6 +94,47 @@ fn database_sink(
         }
     }
     Ok(sink)
+}
+
+/// How sessions reach `settings`' database and what they do there: the DSN resolved
+/// (password, TLS) as libpq would, with `session`'s settings. Also serves the conversion
+/// to a partitioned table, which opens a session of its own.
+///
+/// # Errors
+///
+/// A malformed DSN, or TLS the build cannot give.
+pub(crate) fn session_config(
+    settings: &Settings,
+    table: Table,
+    environment: Environment,
+    env: &SharedEnv,
+    session: SessionSettings,
+) -> Result<SessionConfig, Error> {
+    let dsn = settings.dsn.as_ref().map(|dsn| dsn.as_str());
+    let Resolved {
+        driver,
+        tls,
+        password,
+    } = dsn::resolve(
+        dsn,
+        settings.root_cert.as_deref(),
+        settings.connect_timeout,
+        env,
+        environment == Environment::Read,
+    )?;
+    let transport = tls::transport(&tls)?;
+    let connect_timeout = driver
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(settings.connect_timeout);
+    let target = dsn::describe(&driver);
+    Ok(SessionConfig::new(
+        Endpoint::new(driver, password, transport, tls.describe(), connect_timeout),
+        table,
+        target,
+        session,
+        server_warnings(),
+    ))
 }
 
 /// The global logger [`Builder::try_init`](crate::Builder::try_init) installs before it

@@ -1,13 +1,16 @@
 //! A table over time against a real server: partitions by day created with the table and
 //! ahead of time, rows moved out of the default partition, retention by dropping
 //! partitions and by batched deletes, several processes creating one partitioned table at
-//! once, and a role that may INSERT but not CREATE.
+//! once, a role that may INSERT but not CREATE, a stogger table converted online while a
+//! writer logs, stogger's own statements against a partitioned table, and a pg_partman
+//! parent left to pg_partman.
 //!
 //! A maintenance pass runs at start and then hourly; the checks trigger one with the
 //! guard's hidden `__maintain_now`, which returns once the pass ended.
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
@@ -19,6 +22,7 @@ fn main() {
         match program.as_str() {
             "start_partitioned" => start_partitioned_program(),
             "insert_only" => insert_only_program(),
+            "into_partman" => into_partman_program(),
             other => panic!("unknown child program {other}"),
         }
         return;
@@ -32,6 +36,9 @@ fn main() {
         retention_on_a_plain_table_deletes_in_batches,
         several_processes_create_one_set_of_partitions,
         a_role_that_may_only_insert_hears_once_what_the_owner_must_run,
+        a_stogger_table_is_converted_while_a_writer_logs,
+        stoggers_own_statements_work_on_a_partitioned_table,
+        a_pg_partman_parent_is_written_to_and_left_to_pg_partman,
     ];
 }
 
@@ -533,5 +540,283 @@ fn insert_only_program() {
     for _ in 0..2 {
         let failed = guard.__maintain_now().unwrap_err();
         assert!(failed.contains("permission denied"), "{failed}");
+    }
+}
+
+/// stogger's table and indexes as stogger creates them (DESIGN.md's statements, written
+/// here independently of pglog's own).
+fn stogger_ddl(table: &str) -> String {
+    let t = quote_ident(table);
+    let idx = |suffix: &str| quote_ident(&format!("idx_{table}_{suffix}"));
+    format!(
+        "CREATE TABLE IF NOT EXISTS {t} (id BIGSERIAL PRIMARY KEY, timestamp TIMESTAMPTZ NOT NULL, \
+         level TEXT NOT NULL, event TEXT NOT NULL, func TEXT, scope TEXT, \
+         data JSONB NOT NULL DEFAULT '{{}}');
+         CREATE INDEX IF NOT EXISTS {} ON {t} (timestamp DESC);
+         CREATE INDEX IF NOT EXISTS {} ON {t} (level);
+         CREATE INDEX IF NOT EXISTS {} ON {t} (event);
+         CREATE INDEX IF NOT EXISTS {} ON {t} USING GIN (data);",
+        idx("timestamp"),
+        idx("level"),
+        idx("event"),
+        idx("data"),
+    )
+}
+
+/// A stogger-created table with 10,000 rows over 30 days is converted to day partitions
+/// while a writer with its own logger, a role that may only INSERT, logs all along:
+/// every old and new row is there once, with distinct ids, the table is partitioned with
+/// stogger's index names on the parent, and maintenance takes it over.
+fn a_stogger_table_is_converted_while_a_writer_logs() {
+    open_levels();
+    let dsn = fresh_db("convert");
+    let table = "stogger_logs";
+    let mut client = connect(&dsn);
+    client.batch_execute(&stogger_ddl(table)).unwrap();
+    client
+        .execute(
+            "INSERT INTO stogger_logs (timestamp, level, event, data) \
+             SELECT now() - (n || ' minutes')::interval * 4, 'info', 'old ' || n, \
+                    jsonb_build_object('n', n) FROM generate_series(1, 10000) AS n",
+            &[],
+        )
+        .unwrap();
+    let writer_dsn = insert_only_role(&dsn, table);
+
+    let stop = AtomicBool::new(false);
+    let (conversion, took, written, fallback) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let (logger, guard) = builder(&writer_dsn, table).build().unwrap();
+            let mut n = 0u64;
+            let mut slowest = Duration::ZERO;
+            while !stop.load(Ordering::Acquire) || n < 50 {
+                let started = Instant::now();
+                log::info!(logger: &logger, n = n; "live {n}");
+                slowest = slowest.max(started.elapsed());
+                n += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            // After the swap, into the partitioned table.
+            for m in 0..20 {
+                log::info!(logger: &logger, "after {m}");
+            }
+            let stats = guard.stats();
+            println!("  writer: {n} events during the conversion, the slowest took {slowest:?}");
+            (stats.written, stats.fallback)
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        let conversion = builder(&dsn, table).convert_to_partitioned(Partition::Day);
+        let took = started.elapsed();
+        stop.store(true, Ordering::Release);
+        let (written, fallback) = writer.join().unwrap();
+        (conversion, took, written, fallback)
+    });
+    let conversion = conversion.unwrap();
+    println!("  converted in {took:?}: {conversion:?}");
+    let until = today() + chrono::Days::new(2);
+    let old = format!("{table}_until{}", suffix(until));
+    assert_eq!(conversion.table, format!("\"public\".\"{table}\""));
+    assert_eq!(conversion.old_partition, format!("\"public\".\"{old}\""));
+    assert_eq!(conversion.until, format!("{until} 00:00:00+00"));
+    assert_eq!(fallback, 0, "no event left the table");
+
+    assert!(is_partitioned(&dsn, table));
+    assert_eq!(index_names(&dsn, table), expected_indexes(table));
+    let mut expected = expected_partitions(table, 2..=5);
+    expected.push(old.clone());
+    expected.sort();
+    assert_eq!(partitions(&dsn, table), expected);
+    let (rows, ids, lives, afters): (i64, i64, i64, i64) = {
+        let r = client
+            .query_one(
+                "SELECT count(*), count(DISTINCT id), count(DISTINCT event) FILTER (WHERE event LIKE 'live %'), \
+                        count(*) FILTER (WHERE event LIKE 'after %') FROM stogger_logs",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2), r.get(3))
+    };
+    assert_eq!(
+        rows,
+        10_000 + written as i64,
+        "every old row and every written one"
+    );
+    assert_eq!(
+        ids, rows,
+        "ids stay distinct: the parent draws from the old sequence"
+    );
+    assert_eq!(lives + afters, written as i64);
+    assert_eq!(afters, 20);
+    let old_rows: i64 = client
+        .query_one(
+            "SELECT count(*) FROM stogger_logs WHERE event LIKE 'old %'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(old_rows, 10_000);
+    let comment: String = client
+        .query_one(
+            "SELECT obj_description('stogger_logs'::regclass, 'pg_class')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        comment.starts_with("pglog: partitioned by day"),
+        "{comment}"
+    );
+    // The sequence belongs to the parent: dropping the old partition one day keeps it.
+    let sequence: String = client
+        .query_one("SELECT pg_get_serial_sequence('stogger_logs', 'id')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(sequence, "public.stogger_logs_id_seq");
+
+    // stogger starting against it afterwards changes nothing.
+    client.batch_execute(&stogger_ddl(table)).unwrap();
+    assert_eq!(index_names(&dsn, table), expected_indexes(table));
+    assert_eq!(partitions(&dsn, table), expected);
+
+    // Converting again is refused, saying why.
+    let again = builder(&dsn, table)
+        .convert_to_partitioned(Partition::Day)
+        .unwrap_err()
+        .to_string();
+    assert!(again.contains("partitioned already"), "{again}");
+
+    // Maintenance takes over: nothing to create (the bound's period on exist), and with
+    // retention, nothing to drop in the old partition, whose range reaches today.
+    let (_, guard) = partition_day(&dsn, table).retention(7).build().unwrap();
+    guard.__maintain_now().unwrap();
+    assert_eq!(partitions(&dsn, table), expected);
+}
+
+/// stogger's start-up statements (`CREATE TABLE IF NOT EXISTS`, its four `CREATE INDEX
+/// IF NOT EXISTS`) and its INSERT, run against the table pglog created partitioned by
+/// day: they succeed, create nothing, and the row lands in today's partition.
+fn stoggers_own_statements_work_on_a_partitioned_table() {
+    let dsn = fresh_db("stoggersql");
+    let table = "shared_logs";
+    drop(partition_day(&dsn, table).build().unwrap());
+    let before = partitions(&dsn, table);
+    let mut client = connect(&dsn);
+    client.batch_execute(&stogger_ddl(table)).unwrap();
+    let at = Utc::now();
+    client
+        .execute(
+            "INSERT INTO shared_logs (timestamp, level, event, func, scope, data) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &at,
+                &"info",
+                &"from python",
+                &"handler",
+                &"web",
+                &serde_json::json!({"user_id": 42, "code_module": "app.views"}),
+            ],
+        )
+        .unwrap();
+    assert!(is_partitioned(&dsn, table));
+    assert_eq!(partitions(&dsn, table), before, "nothing created");
+    assert_eq!(index_names(&dsn, table), expected_indexes(table));
+    assert_eq!(
+        placed(&dsn, table),
+        [(
+            "from python".to_owned(),
+            format!("{table}_p{}", suffix(at.date_naive()))
+        )]
+    );
+    let id: i64 = client
+        .query_one("SELECT id FROM shared_logs", &[])
+        .unwrap()
+        .get(0);
+    assert!(id > 0, "the id comes from the parent's sequence");
+}
+
+/// A parent created and managed by pg_partman 4.7 (Debian's `postgresql-15-partman`,
+/// which `.ci/ensure-postgres` installs): native partitioning on `timestamp`, daily, with
+/// pglog's columns and stogger's index names. pglog with `partition = day` and
+/// `retention_days` writes into it, never creates or drops a partition (the list is the
+/// same before and after its passes, though pg_partman's names are not pglog's and days
+/// beyond retention exist), and says once that pg_partman manages it.
+fn a_pg_partman_parent_is_written_to_and_left_to_pg_partman() {
+    let dsn = fresh_db("partman");
+    let table = "partman_logs";
+    let mut client = connect(&dsn);
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA partman;
+             CREATE EXTENSION pg_partman SCHEMA partman;
+             CREATE TABLE {t} (id BIGSERIAL, timestamp TIMESTAMPTZ NOT NULL, level TEXT NOT NULL, \
+               event TEXT NOT NULL, func TEXT, scope TEXT, data JSONB NOT NULL DEFAULT '{{}}', \
+               PRIMARY KEY (id, timestamp)) PARTITION BY RANGE (timestamp);
+             CREATE INDEX {} ON {t} (timestamp DESC);
+             CREATE INDEX {} ON {t} (level);
+             CREATE INDEX {} ON {t} (event);
+             CREATE INDEX {} ON {t} USING GIN (data);",
+            quote_ident(&format!("idx_{table}_timestamp")),
+            quote_ident(&format!("idx_{table}_level")),
+            quote_ident(&format!("idx_{table}_event")),
+            quote_ident(&format!("idx_{table}_data")),
+            t = quote_ident(table),
+        ))
+        .expect("pg_partman installed (.ci/ensure-postgres installs postgresql-15-partman)");
+    // pg_partman 4.7: create_parent(p_parent_table, p_control, p_type, p_interval, ...);
+    // p_start_partition ten days back, so that days retention would drop exist.
+    let start = (today() - chrono::Days::new(10)).to_string();
+    client
+        .execute(
+            "SELECT partman.create_parent($1, 'timestamp', 'native', 'daily', \
+             p_start_partition => $2)",
+            &[&format!("public.{table}"), &start],
+        )
+        .unwrap();
+    let before = partitions(&dsn, table);
+    assert!(before.len() > 10, "{before:?}");
+    // pg_partman's names (`<table>_p2026_11_22`), not pglog's (`<table>_p20261122`).
+    assert!(
+        before.contains(&format!("{table}_p{}", today().format("%Y_%m_%d"))),
+        "{before:?}"
+    );
+
+    let output = run_child(
+        "into_partman",
+        &[("LIFECYCLE_DSN", &dsn), ("LIFECYCLE_TABLE", table)],
+    );
+    assert_success(&output);
+    let notices = notices(&output);
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(
+        notices[0].contains("pg_partman manages it") && notices[0].contains("part_config"),
+        "{}",
+        notices[0]
+    );
+    assert_eq!(
+        partitions(&dsn, table),
+        before,
+        "no partition created or dropped"
+    );
+    assert_eq!(events(&dsn, table), ["into pg_partman's table"]);
+    let placed = placed(&dsn, table);
+    assert_ne!(
+        placed[0].1,
+        format!("{table}_default"),
+        "in pg_partman's day partition"
+    );
+}
+
+fn into_partman_program() {
+    let (logger, guard) = partition_day(&env("LIFECYCLE_DSN"), &env("LIFECYCLE_TABLE"))
+        .retention(3)
+        .build()
+        .unwrap();
+    log::set_max_level(log::LevelFilter::Info);
+    log::info!(logger: &logger, "into pg_partman's table");
+    assert_eq!(guard.stats().written, 1);
+    // The start pass and two more: each leaves the table alone; one notice in all.
+    for _ in 0..2 {
+        guard.__maintain_now().unwrap();
     }
 }

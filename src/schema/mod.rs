@@ -5,6 +5,7 @@
 //! [`Partition`] period is partitioned by range on `timestamp` with the same columns and
 //! index names ([`partitioned`]); [`period`] says what its partitions cover.
 
+pub(crate) mod convert;
 pub(crate) mod partitioned;
 pub(crate) mod period;
 
@@ -22,7 +23,7 @@ use crate::Error;
 const MAX_IDENTIFIER_BYTES: usize = 63;
 
 /// Index suffixes, stogger's: `idx_<table>_<suffix>`.
-const INDEXES: [(&str, &str); 4] = [
+pub(crate) const INDEXES: [(&str, &str); 4] = [
     ("timestamp", "(timestamp DESC)"),
     ("level", "(level)"),
     ("event", "(event)"),
@@ -129,11 +130,16 @@ impl Table {
     }
 
     pub fn create_index_sql(&self) -> [String; 4] {
+        self.index_sql("")
+    }
+
+    /// The index statements with `how` after `CREATE INDEX` (`CONCURRENTLY `, or none).
+    fn index_sql(&self, how: &str) -> [String; 4] {
         let table = self.quoted();
         let names = self.index_names();
         std::array::from_fn(|i| {
             format!(
-                "CREATE INDEX IF NOT EXISTS {} ON {table} {}",
+                "CREATE INDEX {how}IF NOT EXISTS {} ON {table} {}",
                 quote_ident(&names[i]),
                 INDEXES[i].1
             )

@@ -48,21 +48,28 @@ impl Table {
     /// include the partition key.
     pub fn create_partitioned_sql(&self, span: Span, today: NaiveDate) -> Vec<String> {
         let table = self.quoted();
-        let mut sql = vec![
-            // No IF NOT EXISTS: a plain table created meanwhile by a writer that does not
-            // take pglog's lock (stogger) must fail this, not be taken for partitioned.
-            format!(
-                "CREATE TABLE {table} (\n  id BIGSERIAL,\n  timestamp TIMESTAMPTZ NOT NULL,\n  \
-                 level TEXT NOT NULL,\n  event TEXT NOT NULL,\n  func TEXT,\n  scope TEXT,\n  \
-                 data JSONB NOT NULL DEFAULT '{{}}',\n  PRIMARY KEY (id, timestamp)\n) \
-                 PARTITION BY RANGE (timestamp)"
-            ),
-            format!(
-                "CREATE TABLE {} PARTITION OF {table} DEFAULT",
-                quote_ident(&self.default_partition_name())
-            ),
-        ];
-        for period in Period::upcoming(span, today, AHEAD) {
+        // No IF NOT EXISTS: a plain table created meanwhile by a writer that does not
+        // take pglog's lock (stogger) must fail this, not be taken for partitioned.
+        let mut sql = vec![format!(
+            "CREATE TABLE {table} (\n  id BIGSERIAL,\n  timestamp TIMESTAMPTZ NOT NULL,\n  \
+             level TEXT NOT NULL,\n  event TEXT NOT NULL,\n  func TEXT,\n  scope TEXT,\n  \
+             data JSONB NOT NULL DEFAULT '{{}}',\n  PRIMARY KEY (id, timestamp)\n) \
+             PARTITION BY RANGE (timestamp)"
+        )];
+        sql.extend(self.partitions_and_marker_sql(span, today));
+        sql
+    }
+
+    /// What makes a partitioned parent pglog's: its default partition, the partitions
+    /// of the period holding `first` and the [`AHEAD`] after it, and the marker comment.
+    /// Names are unqualified: the caller's search path (or the CREATE before) decides.
+    pub fn partitions_and_marker_sql(&self, span: Span, first: NaiveDate) -> Vec<String> {
+        let table = self.quoted();
+        let mut sql = vec![format!(
+            "CREATE TABLE {} PARTITION OF {table} DEFAULT",
+            quote_ident(&self.default_partition_name())
+        )];
+        for period in Period::upcoming(span, first, AHEAD) {
             let Some(end) = period.end() else { break };
             sql.push(format!(
                 "CREATE TABLE {} PARTITION OF {table} FOR VALUES FROM ({}) TO ({})",

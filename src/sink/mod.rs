@@ -10,7 +10,7 @@ mod health;
 mod maintenance;
 mod pool;
 mod queue;
-mod session;
+pub(crate) mod session;
 #[cfg(test)]
 mod testing;
 mod trouble;

@@ -141,16 +141,31 @@ fn keep(
         .iter()
         .filter_map(|child| Some((child.clone(), table.period_of_partition(span, child)?)))
         .collect();
+    // A converted table's old one: the partition of all time up to its bound.
+    let converted: Vec<(String, NaiveDate)> = found
+        .children
+        .iter()
+        .filter_map(|child| Some((child.clone(), table.until_of_partition(child)?)))
+        .collect();
+    let covered_until = converted.iter().map(|(_, until)| *until).max();
     let upcoming = Period::upcoming(span, today, AHEAD);
     let create = upcoming
         .iter()
         .filter(|period| !existing.iter().any(|(_, p)| p == *period))
+        .filter(|period| covered_until.is_none_or(|until| period.start() >= until))
         .copied()
         .collect();
+    let expired = |end: Option<NaiveDate>| matches!((end, first_kept), (Some(end), Some(kept)) if end <= kept);
     let drop = existing
         .iter()
-        .filter(|(_, p)| matches!((p.end(), first_kept), (Some(end), Some(kept)) if end <= kept))
+        .filter(|(_, p)| expired(p.end()))
         .map(|(name, _)| name.clone())
+        .chain(
+            converted
+                .iter()
+                .filter(|(_, until)| expired(Some(*until)))
+                .map(|(name, _)| name.clone()),
+        )
         .collect();
     Keep {
         span,
@@ -247,6 +262,29 @@ mod tests {
             panic!("kept")
         };
         assert_eq!(keep.drop, ["logs_p202610"]);
+    }
+
+    #[test]
+    fn a_converted_tables_old_partition_covers_its_range_and_expires_whole() {
+        let found = ours(&["logs_until20261124", "logs_p20261124", "logs_default"]);
+        let Plan::Keep(keep) = plan(Some(&found), &table(), wanted(Partition::Day, Some(7))) else {
+            panic!("kept")
+        };
+        let created: Vec<String> = keep.create.iter().map(|p| p.suffix()).collect();
+        assert_eq!(
+            created,
+            ["20261125"],
+            "today and tomorrow are the old table's"
+        );
+        assert!(keep.drop.is_empty());
+        let later = Wanted {
+            today: day("2026-12-01"),
+            ..wanted(Partition::Day, Some(7))
+        };
+        let Plan::Keep(keep) = plan(Some(&found), &table(), later) else {
+            panic!("kept")
+        };
+        assert_eq!(keep.drop, ["logs_until20261124"]);
     }
 
     #[test]
