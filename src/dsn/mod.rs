@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio_postgres::config::Host;
 
-use params::{is_url, key_values, percent_encode, quote_value, Params};
+use params::{is_url, key_values, named_by, percent_encode, quote_value, Params};
 pub(crate) use password::{For, Password};
 
 use crate::settings::{Lookup, SharedEnv};
@@ -176,9 +176,9 @@ pub(crate) fn resolve(
         ));
     }
     defaults(&mut driver, &params, connect_timeout);
-    driver.ssl_mode(tls.mode.driver());
     // libpq never uses TLS over a Unix socket, whatever sslmode says; the server would
-    // refuse it, and `sslmode=require` would fail for nothing.
+    // refuse it, and `sslmode=require` would fail for nothing (each address of a mixed
+    // list is handled as it is opened).
     let local_only = driver.get_hostaddrs().is_empty()
         && driver
             .get_hosts()
@@ -192,9 +192,7 @@ pub(crate) fn resolve(
     } else {
         tls
     };
-    if local_only {
-        driver.ssl_mode(tokio_postgres::config::SslMode::Disable);
-    }
+    driver.ssl_mode(tls.mode.driver());
     Ok(Resolved {
         driver,
         tls,
@@ -250,7 +248,7 @@ fn tls_wanted(
     let mode = match params.take("sslmode") {
         Some((text, from)) => tls::Mode::parse(&text).ok_or_else(|| {
             Error::config(
-                if from == "dsn" { "sslmode" } else { from },
+                named_by("sslmode", from),
                 format!(
                     "`{text}` is not an sslmode; use disable, allow, prefer, require, verify-ca \
                      or verify-full"
@@ -263,7 +261,6 @@ fn tls_wanted(
         home.map(|h| h.join(".postgresql").join(name))
             .filter(|p| p.exists())
     };
-    let by = |from: &'static str, key: &'static str| if from == "dsn" { key } else { from };
     let sslrootcert = params.take("sslrootcert");
     let roots = match (root_cert, sslrootcert) {
         (Some(path), _) => Some(tls::Named {
@@ -272,11 +269,11 @@ fn tls_wanted(
         }),
         (None, Some((value, from))) if value == "system" => Some(tls::Named {
             value: tls::Roots::System,
-            by: by(from, "sslrootcert"),
+            by: named_by("sslrootcert", from),
         }),
         (None, Some((path, from))) => Some(tls::Named {
             value: tls::Roots::File(PathBuf::from(path)),
-            by: by(from, "sslrootcert"),
+            by: named_by("sslrootcert", from),
         }),
         (None, None) => in_home("root.crt").map(|path| tls::Named {
             value: tls::Roots::File(path),
@@ -295,7 +292,7 @@ fn tls_wanted(
         |key: &'static str, default: &str, given: Option<(String, &'static str)>| match given {
             Some((path, from)) => Some(tls::Named {
                 value: PathBuf::from(path),
-                by: by(from, key),
+                by: named_by(key, from),
             }),
             None => in_home(default).map(|value| tls::Named {
                 value,
@@ -355,7 +352,7 @@ fn libpq_spellings(params: &mut Params) -> Result<(), Error> {
     if let Some((mode, from)) = params.take("gssencmode") {
         if mode == "require" {
             return Err(Error::config(
-                if from == "dsn" { "gssencmode" } else { from },
+                named_by("gssencmode", from),
                 "GSSAPI encryption is not supported; use TLS (sslmode)",
             ));
         }
@@ -380,11 +377,7 @@ fn libpq_spellings(params: &mut Params) -> Result<(), Error> {
         let utf8 = ["utf8", "utf-8", "unicode", "auto"];
         if !utf8.contains(&encoding.to_ascii_lowercase().as_str()) {
             return Err(Error::config(
-                if from == "dsn" {
-                    "client_encoding"
-                } else {
-                    from
-                },
+                named_by("client_encoding", from),
                 format!("pglog speaks UTF-8 only, not `{encoding}`; remove the setting"),
             ));
         }

@@ -122,6 +122,16 @@ impl Params {
     }
 }
 
+/// The setting a message about `key` names: the variable (or `service`) its value came
+/// from, else the DSN parameter itself.
+pub(crate) fn named_by(key: &'static str, from: &'static str) -> &'static str {
+    if from == "dsn" {
+        key
+    } else {
+        from
+    }
+}
+
 fn malformed(cause: &str) -> Error {
     Error::config(
         "dsn",

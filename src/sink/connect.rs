@@ -423,22 +423,8 @@ impl Endpoint {
                 .ssl_mode(tokio_postgres::config::SslMode::Disable);
         }
         match &self.transport {
-            _ if local => {
-                let (client, connection) = config
-                    .connect_raw(stream, tokio_postgres::NoTls)
-                    .await
-                    .map_err(failed)?;
-                Ok((client, Box::new(connection)))
-            }
-            Transport::Plain => {
-                let (client, connection) = config
-                    .connect_raw(stream, tokio_postgres::NoTls)
-                    .await
-                    .map_err(failed)?;
-                Ok((client, Box::new(connection)))
-            }
             #[cfg(feature = "tls-rustls")]
-            Transport::Rustls(make) => {
+            Transport::Rustls(make) if !local => {
                 use tokio_postgres::tls::MakeTlsConnect;
                 let tls = MakeTlsConnect::<Stream>::make_tls_connect(
                     &mut make.clone(),
@@ -451,6 +437,13 @@ impl Endpoint {
                     )
                 })?;
                 let (client, connection) = config.connect_raw(stream, tls).await.map_err(failed)?;
+                Ok((client, Box::new(connection)))
+            }
+            _ => {
+                let (client, connection) = config
+                    .connect_raw(stream, tokio_postgres::NoTls)
+                    .await
+                    .map_err(failed)?;
                 Ok((client, Box::new(connection)))
             }
         }

@@ -80,10 +80,6 @@ impl Trouble {
                 format!("{address}: the server asks for a password and none was found"),
             );
         }
-        // rustls's words for a certificate that failed verification.
-        if text.contains("invalid peer certificate") {
-            return Trouble::new(Kind::Untrusted, format!("{address}: {text}"));
-        }
         let kind = match classify(error) {
             // Before the session exists, a broken connection is a refusal to talk.
             Kind::Lost => Kind::Unreachable,
@@ -172,7 +168,11 @@ fn classify(error: &tokio_postgres::Error) -> Kind {
     if error.is_closed() {
         return Kind::Lost;
     }
-    // The driver reports protocol violations only in its message.
+    // The driver reports protocol violations, and rustls a certificate that failed
+    // verification, only in its message.
+    if crate::error::chain(error).contains("invalid peer certificate") {
+        return Kind::Untrusted;
+    }
     let text = error.to_string();
     if text.contains("unexpected message") || text.contains("error parsing") {
         return Kind::NotPostgres;

@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::env;
 use crate::Error;
@@ -76,17 +76,9 @@ fn find_bindir_in(
 }
 
 fn pg_config_bindir() -> Option<PathBuf> {
-    let output = Command::new("pg_config")
-        .arg("--bindir")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    if !output.status.success() {
-        return None;
-    }
-    let dir = String::from_utf8(output.stdout).ok()?;
-    let dir = dir.trim();
+    let mut cmd = Command::new("pg_config");
+    cmd.arg("--bindir");
+    let dir = crate::command::answer(cmd)?;
     (!dir.is_empty()).then(|| PathBuf::from(dir))
 }
 

@@ -1,7 +1,7 @@
 //! Running a tool and turning its failure into an [`Error`] that shows what it
 //! printed.
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use crate::error::{io_error, Error};
 
@@ -19,6 +19,22 @@ pub(crate) fn run(mut cmd: Command, what: &str) -> Result<Output, Error> {
             command_output(&output)
         )))
     }
+}
+
+/// What a successful `cmd` printed on stdout, trimmed; `None` when it cannot run, fails,
+/// or prints something that is not UTF-8. For asking tools (`pg_config`, `id`) questions.
+pub(crate) fn answer(mut cmd: Command) -> Option<String> {
+    let output = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    String::from_utf8(output.stdout)
+        .ok()
+        .map(|text| text.trim().to_owned())
 }
 
 /// stdout then stderr, as text.

@@ -5,7 +5,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::env;
 use crate::error::{io_error, Error};
@@ -119,15 +119,7 @@ pub(crate) fn effective_uid_is_root() -> bool {
 
 /// `id -u USER` / `id -g USER`.
 fn id_number(flag: &str, user: &str) -> Option<u32> {
-    let output = Command::new("id")
-        .arg(flag)
-        .arg(user)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    if !output.status.success() {
-        return None;
-    }
-    String::from_utf8_lossy(&output.stdout).trim().parse().ok()
+    let mut cmd = Command::new("id");
+    cmd.arg(flag).arg(user);
+    crate::command::answer(cmd)?.parse().ok()
 }
