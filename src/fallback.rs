@@ -31,32 +31,76 @@ pub(crate) fn format_event(row: &Row) -> String {
 
 /// The line of `row`; `unknown`: its write was sent and never answered.
 fn format_event_with(row: &Row, unknown: bool) -> String {
-    let mut line = String::with_capacity(row.event.len() + 256);
-    let _ = write!(
-        line,
-        "{} {:<7} ",
-        row.timestamp.format("%Y-%m-%dT%H:%M:%S%.6fZ"),
-        row.level_word().to_uppercase(),
-    );
-    // A space in the target is escaped too, so that the first ": " ends it.
-    for c in row.shown_target().chars() {
-        if c == ' ' {
-            line.push_str("\\u{20}");
-        } else {
-            escape_char(&mut line, c);
-        }
-    }
-    line.push_str(": ");
-    escape_into(&mut line, &row.event);
-    line.push(' ');
     let mut json = Vec::with_capacity(256);
     row.write_line_fields(&mut json);
     if unknown {
         json.pop();
         json.extend_from_slice(b",\"pglog_outcome\":\"unknown\"}");
     }
-    escape_json_into(&mut line, &String::from_utf8_lossy(&json));
-    line
+    let time = row.timestamp.format(TIME_FORMAT).to_string();
+    LineParts::new(
+        &time,
+        row.level_word(),
+        row.shown_target(),
+        &row.event,
+        &String::from_utf8_lossy(&json),
+    )
+    .join()
+}
+
+/// How a line writes the time: UTC, microseconds.
+pub(crate) const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
+
+/// The parts of an event's line, each escaped, in the order [`join`](LineParts::join)
+/// writes them: `<time> <LEVEL> <target>: <message> <key-values as JSON>`. pglog's
+/// stderr lines and the `pglog` command's `tail` share them, so that the two read alike
+/// and `replay` reads both.
+pub(crate) struct LineParts {
+    pub time: String,
+    /// Upper case, padded to 7 characters.
+    pub level: String,
+    pub target: String,
+    pub message: String,
+    pub json: String,
+}
+
+impl LineParts {
+    pub fn new(time: &str, level: &str, target: &str, message: &str, json: &str) -> LineParts {
+        let mut escaped_target = String::with_capacity(target.len());
+        // A space in the target is escaped too, so that the first ": " ends it.
+        for c in target.chars() {
+            if c == ' ' {
+                escaped_target.push_str("\\u{20}");
+            } else {
+                escape_char(&mut escaped_target, c);
+            }
+        }
+        let mut escaped_message = String::with_capacity(message.len());
+        escape_into(&mut escaped_message, message);
+        let mut escaped_json = String::with_capacity(json.len());
+        escape_json_into(&mut escaped_json, json);
+        let mut level_upper = String::with_capacity(8);
+        escape_into(&mut level_upper, &level.to_uppercase());
+        LineParts {
+            time: time.to_owned(),
+            level: format!("{level_upper:<7}"),
+            target: escaped_target,
+            message: escaped_message,
+            json: escaped_json,
+        }
+    }
+
+    pub fn join(&self) -> String {
+        let mut line = String::with_capacity(
+            self.time.len() + self.target.len() + self.message.len() + self.json.len() + 16,
+        );
+        let _ = write!(
+            line,
+            "{} {} {}: {} {}",
+            self.time, self.level, self.target, self.message, self.json
+        );
+        line
+    }
 }
 
 /// One event line read back: what [`format_event`] wrote, unescaped.

@@ -73,6 +73,8 @@
 struct ReadmeDoctests;
 
 mod builder;
+#[cfg(feature = "cli")]
+mod cli;
 mod convert;
 mod dsn;
 mod error;
@@ -105,6 +107,13 @@ pub use scope::{scope, Scope};
 pub use settings::{Config, DEFAULT_TABLE};
 pub use sink::Overflow;
 pub use stats::Stats;
+
+/// Not part of the API: the `pglog` command (`src/bin/pglog.rs`, feature `cli`).
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub fn __cli_main() -> std::process::ExitCode {
+    cli::main()
+}
 
 /// Not part of the API: lets `benches/` time rendering alone.
 #[doc(hidden)]

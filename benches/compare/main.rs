@@ -198,7 +198,7 @@ fn batch(
         let name = format!(
             "fapilog {} PostgresSink, batch {}",
             Fapilog::VERSION,
-            report::thousands(*size as f64)
+            thousands(*size as f64)
         );
         let reference = report.rate(name, runs, false);
         report.ratios.push(Ratio {
@@ -214,8 +214,8 @@ fn batch(
             "5× fapilog at its best is {} events/s, more than `psql \\copy` of the same rows \
              reaches on this server ({}): one server backend's ingest rate for this table and \
              its indexes bounds any writer on one connection, pglog's batch mode included.",
-            report::thousands(5.0 * best),
-            report::thousands(copy_rate),
+            thousands(5.0 * best),
+            thousands(copy_rate),
         ));
     }
     report.notes.push(format!(
@@ -355,7 +355,7 @@ fn caller_cost(dsn: &str) -> String {
     format!(
         "Caller side of a batch-mode log call ({} calls timed one by one, queue never \
          full, writer running): median {:?}, p90 {:?}, p99 {:?}, p99.9 {:?}, max {:?}.",
-        report::thousands(calls as f64),
+        thousands(calls as f64),
         pct(0.5),
         pct(0.9),
         pct(0.99),
@@ -407,9 +407,9 @@ fn context(
         format!(
             "Events per run: blocking {} (4 threads or clients: {} each), batch and fapilog {}. \
              Batch mode with its defaults (batch size 1,000, queue 10,000, binary COPY).",
-            report::thousands(blocking as f64),
-            report::thousands((blocking / 4) as f64),
-            report::thousands(batch as f64),
+            thousands(blocking as f64),
+            thousands((blocking / 4) as f64),
+            thousands(batch as f64),
         ),
         "Timed: blocking and pgbench from the first to the last commit (connections made before); \
          batch mode from `build()` to the guard's drop having committed everything; `psql \\copy` from \
@@ -424,12 +424,6 @@ fn context(
          logger pipeline in front of it: its best case."
             .to_owned(),
     ]
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 /// The commit measured, and whether the library's sources differ from it.

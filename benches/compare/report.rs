@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::common::median;
+use crate::common::{median, thousands};
 
 /// One system's throughput: events/s of each run.
 pub struct Rate {
@@ -208,19 +208,6 @@ fn verdict(met: bool) -> &'static str {
 
 fn millis(seconds: f64) -> String {
     format!("{:.1} ms", seconds * 1e3)
-}
-
-/// `12345.6` as `12,346`.
-pub fn thousands(value: f64) -> String {
-    let digits = format!("{:.0}", value);
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// An axis label: `1k`, `100k`, `1M`.

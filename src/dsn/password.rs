@@ -80,14 +80,25 @@ impl Password {
 
     /// The password for a new connection, read now; `None`: send none.
     pub fn lookup(&self, to: For<'_>) -> Option<String> {
+        self.find(to).map(|(password, _)| password)
+    }
+
+    /// The password for a new connection and where it was found (a variable's name, "the
+    /// DSN", a service, `PGPASSWORD`, a password file), for the `pglog` command's doctor.
+    pub fn find(&self, to: For<'_>) -> Option<(String, String)> {
         let env = &*self.env;
-        let nonempty = |p: Option<String>| p.filter(|p| !p.is_empty());
-        let from_dsn = if self.placeholder {
-            PASSWORD_VARS.iter().find_map(|name| env(name))
-        } else {
-            self.own.clone()
+        let nonempty = |p: Option<String>, from: &dyn Fn() -> String| {
+            p.filter(|p| !p.is_empty()).map(|p| (p, from()))
         };
-        nonempty(from_dsn)
+        let from_dsn = if self.placeholder {
+            PASSWORD_VARS
+                .iter()
+                .find_map(|name| env(name).map(|p| (p, (*name).to_owned())))
+        } else {
+            self.own.clone().map(|p| (p, "the DSN".to_owned()))
+        };
+        from_dsn
+            .filter(|(p, _)| !p.is_empty())
             .or_else(|| {
                 let name = self.service.as_deref()?;
                 let params = service::lookup(name, env).ok()?;
@@ -96,10 +107,19 @@ impl Password {
                         .into_iter()
                         .find(|(k, _)| k == "password")
                         .map(|(_, v)| v),
+                    &|| format!("service {name}"),
                 )
             })
-            .or_else(|| nonempty(self.libpq_env.then(|| env("PGPASSWORD")).flatten()))
-            .or_else(|| self.in_passfile(to))
+            .or_else(|| {
+                nonempty(self.libpq_env.then(|| env("PGPASSWORD")).flatten(), &|| {
+                    "PGPASSWORD".to_owned()
+                })
+            })
+            .or_else(|| {
+                let path = self.passfile()?;
+                self.in_passfile(to)
+                    .map(|p| (p, format!("password file {}", path.display())))
+            })
     }
 
     /// The password file to read: PGPASSFILE only when libpq's variables are read;

@@ -89,6 +89,18 @@ macro_rules! declare {
                 Ok(())
             }
 
+            /// The names of the settings this source set, in declaration order.
+            #[allow(dead_code)] // the `pglog` command's doctor
+            pub(crate) fn set_names(&self) -> Vec<&'static str> {
+                let mut names = Vec::new();
+                $(
+                    if self.$name.is_some() {
+                        names.push(stringify!($name));
+                    }
+                )*
+                names
+            }
+
             /// The settings the environment gives, through `vars`.
             fn read_vars(vars: &env::Vars<'_>) -> Result<Config, Error> {
                 Ok(Config {
@@ -105,6 +117,12 @@ macro_rules! declare {
         }
 
         impl Settings {
+            /// Every setting's name and value as `Debug` shows it (a DSN: not shown).
+            #[allow(dead_code)] // the `pglog` command's doctor
+            pub(crate) fn shown(&self) -> Vec<(&'static str, String)> {
+                vec![$((stringify!($name), format!("{:?}", self.$name)),)*]
+            }
+
             fn from_merged(merged: Config) -> Settings {
                 Settings {
                     $($name: $crate::settings::declare::resolved!(

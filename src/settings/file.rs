@@ -69,9 +69,25 @@ struct Stogger {
     postgres_table: Option<Text>,
 }
 
+/// The file [`discover`] reads, and whether `PGLOG_CONFIG` named it; `None` when there
+/// is none.
+pub(crate) fn location(env: Lookup<'_>) -> Option<(PathBuf, bool)> {
+    if let Some(path) = env(ENV_CONFIG) {
+        return Some((PathBuf::from(path), true));
+    }
+    // Absolute, so that a message about it says which directory the program ran in.
+    let path = std::env::current_dir()
+        .map(|dir| dir.join(PYPROJECT))
+        .unwrap_or_else(|_| PathBuf::from(PYPROJECT));
+    path.exists().then_some((path, false))
+}
+
 /// The file `PGLOG_CONFIG` names, else `./pyproject.toml` when it exists, else nothing.
 pub(crate) fn discover(env: Lookup<'_>) -> Result<Config, Error> {
-    if let Some(path) = env(ENV_CONFIG) {
+    let Some((path, named)) = location(env) else {
+        return Ok(Config::default());
+    };
+    if named {
         return Config::from_file(&path).map_err(|e| match e {
             Error::ConfigFile { path, reason } => Error::ConfigFile {
                 reason: format!(
@@ -82,15 +98,7 @@ pub(crate) fn discover(env: Lookup<'_>) -> Result<Config, Error> {
             other => other,
         });
     }
-    // Absolute, so that a message about it says which directory the program ran in.
-    let path = std::env::current_dir()
-        .map(|dir| dir.join(PYPROJECT))
-        .unwrap_or_else(|_| PathBuf::from(PYPROJECT));
-    if path.exists() {
-        Config::from_file(path)
-    } else {
-        Ok(Config::default())
-    }
+    Config::from_file(path)
 }
 
 /// Parses a configuration file's text; the error says where and what, never quoting the

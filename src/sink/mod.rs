@@ -7,13 +7,13 @@ mod connect;
 mod copy;
 mod database;
 mod health;
-mod maintenance;
+pub(crate) mod maintenance;
 mod pool;
 mod queue;
 pub(crate) mod session;
 #[cfg(test)]
 mod testing;
-mod trouble;
+pub(crate) mod trouble;
 
 pub(crate) use batch::BatchSettings;
 pub use batch::Overflow;

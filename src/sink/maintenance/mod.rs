@@ -15,7 +15,7 @@
 //! with a fake; the real pass is tested against a server.
 
 mod pass;
-mod plan;
+pub(crate) mod plan;
 
 pub(crate) use pass::Keeper;
 

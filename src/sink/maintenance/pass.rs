@@ -99,13 +99,33 @@ impl Keeper {
         }
     }
 
-    fn run(&self, session: &mut Session, stop: &AtomicBool) -> Result<Pass, Failed> {
-        let found = self.find(session)?;
-        let wanted = Wanted {
+    fn wanted(&self) -> Wanted {
+        Wanted {
             partition: self.config.partition,
             retention_days: self.retention_days,
             today: Utc::now().date_naive(),
-        };
+        }
+    }
+
+    /// What a pass would do now, without doing it, and the table's schema: for the
+    /// `pglog` command's `prune --dry-run` and report.
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    pub fn preview(&self) -> Result<(Plan, String), String> {
+        let mut session = Session::open(&self.config).map_err(|t| t.detail)?;
+        let found = self
+            .find(&mut session)
+            .map_err(|f| format!("cannot {}: {}", f.tried, f.trouble.detail))?;
+        session.close();
+        let schema = found.as_ref().map(|f| f.schema.clone()).unwrap_or_default();
+        Ok((
+            plan(found.as_ref(), &self.config.table, self.wanted()),
+            schema,
+        ))
+    }
+
+    fn run(&self, session: &mut Session, stop: &AtomicBool) -> Result<Pass, Failed> {
+        let found = self.find(session)?;
+        let wanted = self.wanted();
         let mut turn = Turn {
             session,
             table: &self.config.table,

@@ -173,6 +173,32 @@ impl Session {
     /// creates the table when it is missing, and reads the `data` column's type. Each
     /// step is bounded.
     pub fn open(config: &Arc<SessionConfig>) -> Result<Session, Trouble> {
+        let mut session = Session::connect(config)?;
+        session.set_up()?;
+        Ok(session)
+    }
+
+    /// Connects, and does nothing else: no session settings, no table check. For the
+    /// `pglog` command, which reads the table (and may not write to it) and checks its
+    /// shape itself. Its requests use unnamed statements, safe behind any pooler.
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    pub fn open_for_reading(config: &Arc<SessionConfig>) -> Result<Session, Trouble> {
+        Session::connect(config)
+    }
+
+    /// Whether this session reaches the server itself, not through a transaction pooler:
+    /// the backend that announced itself at startup is the one answering now.
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    pub fn is_direct(&mut self) -> Result<bool, Trouble> {
+        let limit = self
+            .config
+            .endpoint
+            .limit()
+            .max(self.config.statement_timeout);
+        self.proven_direct(limit)
+    }
+
+    fn connect(config: &Arc<SessionConfig>) -> Result<Session, Trouble> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -184,7 +210,7 @@ impl Session {
                 )
             })?;
         let opened = config.endpoint.open(&rt, &*config.on_notice)?;
-        let mut session = Session {
+        let session = Session {
             live: Some(Live {
                 rt,
                 client: opened.client,
@@ -198,7 +224,6 @@ impl Session {
             broken: false,
             last_used: Instant::now(),
         };
-        session.set_up()?;
         Ok(session)
     }
 
