@@ -10,7 +10,11 @@
 //!   hour's errors, the last day's events with a `data` key/value, the count per level
 //!   per hour for a week; with the partitions each plan reads.
 //!
-//! `cargo bench --bench lifecycle` measures and writes `benches/LIFECYCLE.md`;
+//! - `pglog tail` on the same tables, with the plans its queries get (with the `cli`
+//!   feature).
+//!
+//! `cargo bench --bench lifecycle --features cli` measures and writes
+//! `benches/LIFECYCLE.md`;
 //! `PGLOG_BENCH_SCALE` (default 1) scales every row count, `PGLOG_BENCH_RUNS` (default 9)
 //! the rounds. Under `cargo test` a smoke pass with small tables checks that every part
 //! still works.
@@ -380,7 +384,10 @@ fn queries(dsn: &str) -> String {
         let day_plan = explain(&mut client, &day);
         let read = day_plan
             .lines()
-            .filter(|l| l.contains(" on q_day_p") || l.contains(" on q_day_default"))
+            .filter(|l| {
+                (l.contains(" on q_day_p") || l.contains(" on q_day_default"))
+                    && !l.contains("Bitmap Index Scan")
+            })
             .count();
         let removed = day_plan
             .lines()
@@ -401,6 +408,7 @@ fn queries(dsn: &str) -> String {
             explain(&mut client, &plain)
         );
     }
+    md.push_str(&tail_commands(dsn));
     let _ = writeln!(
         md,
         "\nLoading took {:?} (plain) and {:?} (partitioned). Plans (`EXPLAIN (ANALYZE, \
@@ -409,6 +417,77 @@ fn queries(dsn: &str) -> String {
          `Subplans Removed`.\n{plans}",
         loaded[0].1, loaded[1].1
     );
+    md
+}
+
+/// What an operator types first, against the same tables.
+const TAILS: [&[&str]; 3] = [
+    &["tail", "-n", "20"],
+    &["tail", "--level", "error", "--since", "1h"],
+    &["tail", "--where", "user_id=42", "--since", "1d"],
+];
+
+/// The `pglog` command's `tail` on both tables, timed as a user waits for it: from
+/// starting the process to its exit (configuration, connect, query, printing). Needs the
+/// command, built with the `cli` feature.
+fn tail_commands(dsn: &str) -> String {
+    let Some(pglog) = option_env!("CARGO_BIN_EXE_pglog") else {
+        return "\n`pglog tail` not timed: the command needs the `cli` feature \
+                (`cargo bench --bench lifecycle --features cli`).\n"
+            .to_owned();
+    };
+    let run = |table: &str, args: &[&str], explain: bool| {
+        let mut cmd = std::process::Command::new(pglog);
+        cmd.args(args).args(["--dsn", dsn, "--table", table]);
+        if explain {
+            cmd.arg("--explain");
+        }
+        let started = Instant::now();
+        let out = cmd.output().expect("run pglog");
+        let seconds = started.elapsed().as_secs_f64();
+        assert!(
+            out.status.success(),
+            "pglog {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (seconds, String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let mut md = format!(
+        "\n### `pglog tail` on these tables\n\n\
+         From starting the command to its exit (reading the configuration, connecting, the \
+         query, printing), median of {} runs; target: under 100 ms.\n\n\
+         | command | lines | plain | partitioned (day) | target |\n|---|--:|--:|--:|---|\n",
+        runs()
+    );
+    let mut plans = String::new();
+    for args in TAILS {
+        let lines = run("q_plain", args, false).1.lines().count();
+        let times = rounds(vec![
+            Box::new(|_| run("q_plain", args, false).0),
+            Box::new(|_| run("q_day", args, false).0),
+        ]);
+        let (plain, day) = (median(&times[0]), median(&times[1]));
+        let _ = writeln!(
+            md,
+            "| `pglog {}` | {lines} | {} | {} | < 100 ms: {} |",
+            args.join(" "),
+            duration(plain),
+            duration(day),
+            if plain.max(day) < 0.1 {
+                "met"
+            } else {
+                "**missed**"
+            }
+        );
+        let _ = write!(
+            plans,
+            "\n`pglog {} --explain`, plain:\n\n```\n{}```\n\npartitioned:\n\n```\n{}```\n",
+            args.join(" "),
+            run("q_plain", args, true).1,
+            run("q_day", args, true).1
+        );
+    }
+    md.push_str(&plans);
     md
 }
 
@@ -515,8 +594,29 @@ fn load(client: &mut postgres::Client, table: &str, from: DateTime<Utc>, span: D
         .batch_execute("SET maintenance_work_mem = '1GB'")
         .unwrap();
     for (_, definition) in &indexes {
-        client.batch_execute(definition).unwrap();
+        // A partitioned table's index reads `ON ONLY`, which would build it on the parent
+        // alone: built on every partition, as pglog's DDL does.
+        client
+            .batch_execute(&definition.replacen(" ON ONLY ", " ON ", 1))
+            .unwrap();
     }
+    // Every partition has its four indexes again, valid.
+    let (partitions, indexes_seen): (i64, i64) = {
+        let row = client
+            .query_one(
+                "SELECT count(*), coalesce(sum((SELECT count(*) FROM pg_index i \
+                   WHERE i.indrelid = t.relid AND i.indisvalid AND NOT i.indisprimary)), 0)::int8 \
+                 FROM pg_partition_tree($1::text::regclass) t WHERE t.isleaf",
+                &[&format!("\"{table}\"")],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(
+        indexes_seen,
+        partitions * indexes.len() as i64,
+        "{table}: an index missing"
+    );
 }
 
 /// The table's size with its indexes and TOAST, partitions included.

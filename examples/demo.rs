@@ -6,6 +6,7 @@
 //! discovered as `pglog::init()` does, so the environment applies:
 //!
 //! ```sh
+//! cargo run --features cli --example demo   # ends with `pglog tail`'s view
 //! cargo run --example demo
 //! PGLOG_BATCH=1 PGLOG_ECHO=warn cargo run --example demo      # batch mode, echo warnings
 //! PGLOG_DSN=postgresql://me@/mydb?host=/var/run/postgresql cargo run --example demo
@@ -76,5 +77,23 @@ fn main() -> Result<(), Box<dyn Error>> {
         );
         println!("{ts:<15} {level:<8} {event:<22} {func:<6} {scope:<6} {data}");
     }
+    tail(&dsn, table);
     Ok(())
+}
+
+/// The same events as `pglog tail` shows them (pglog's readable line, the one its
+/// stderr lines and console echo use), when built with the `cli` feature.
+#[cfg(feature = "cli")]
+fn tail(dsn: &str, table: &str) {
+    println!("\nand as `pglog tail -n 5 --table {table}` shows them:\n");
+    let args = ["pglog", "tail", "-n", "5", "--dsn", dsn, "--table", table];
+    let _ = pglog::__cli_run(args);
+}
+
+#[cfg(not(feature = "cli"))]
+fn tail(_: &str, table: &str) {
+    println!(
+        "\n`cargo run --features cli --example demo` also shows them as the `pglog` command's \
+         `pglog tail --table {table}` does"
+    );
 }

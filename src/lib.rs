@@ -48,6 +48,7 @@
 //! |---|---|---|
 //! | `tls-rustls` | no | TLS to the database through rustls: `sslmode=prefer`/`require`, and [`Builder::root_cert`] to verify the server |
 //! | `signals` | no | [`Builder::flush_on_signal`]: on SIGTERM or SIGINT, write what batch mode holds, then end as the signal would (signal-hook) |
+//! | `cli` | no | the `pglog` command: `tail`, `stats`, `doctor`, `prune`, `replay` (see the README) |
 //!
 //! # Blocking or batch mode
 //!
@@ -108,11 +109,16 @@ pub use settings::{Config, DEFAULT_TABLE};
 pub use sink::Overflow;
 pub use stats::Stats;
 
-/// Not part of the API: the `pglog` command (`src/bin/pglog.rs`, feature `cli`).
+/// Not part of the API: the `pglog` command with these arguments (the program's name
+/// first), as `src/bin/pglog.rs` and the demo run it (feature `cli`).
 #[cfg(feature = "cli")]
 #[doc(hidden)]
-pub fn __cli_main() -> std::process::ExitCode {
-    cli::main()
+pub fn __cli_run<I, T>(args: I) -> std::process::ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    cli::run(args)
 }
 
 /// Not part of the API: lets `benches/` time rendering alone.

@@ -3,5 +3,5 @@
 //! feature: `cargo install pglog --features cli`.
 
 fn main() -> std::process::ExitCode {
-    pglog::__cli_main()
+    pglog::__cli_run(std::env::args_os())
 }

@@ -91,9 +91,14 @@ impl<T: Into<String>> From<T> for Failure {
     }
 }
 
-/// The `pglog` command; `src/bin/pglog.rs` calls it.
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+/// The `pglog` command with `args` (the program's name first); `src/bin/pglog.rs` calls
+/// it with the process's arguments.
+pub fn run<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::parse_from(args);
     anstream::ColorChoice::write_global(match cli.color {
         Colour::Auto => anstream::ColorChoice::Auto,
         Colour::Always => anstream::ColorChoice::Always,

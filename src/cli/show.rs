@@ -166,7 +166,10 @@ mod tests {
             func: None,
             ..event("{}")
         }));
-        assert!(line.contains(" WARNING -: disk\\nfull \\u{1b}[31m {}"), "{line}");
+        assert!(
+            line.contains(" WARNING -: disk\\nfull \\u{1b}[31m {}"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub(crate) struct Args {
     /// text: pglog's readable line; json: one object per line with every column
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
+    /// Print how the server runs the query (EXPLAIN ANALYZE: indexes, partitions read,
+    /// time), instead of the events
+    #[arg(long)]
+    explain: bool,
     #[command(flatten)]
     filters: FilterArgs,
 }
@@ -62,10 +66,22 @@ pub(crate) fn run(context: &Context, args: &Args) -> Result<(), Failure> {
     let (conditions, mut params) = filters.sql(3);
     let sql = format!(
         "SELECT * FROM (SELECT {EVENT_COLUMNS} FROM {table} WHERE id <= $2 AND {conditions} \
-         ORDER BY timestamp DESC, id DESC LIMIT $1) newest ORDER BY timestamp, id"
+         ORDER BY timestamp DESC LIMIT $1) newest ORDER BY timestamp, id"
     );
     let mut all: Vec<Param<'_>> = vec![(&args.lines, Type::INT8), (&top, Type::INT8)];
     all.append(&mut params);
+    if args.explain {
+        let plan = db
+            .query(
+                &format!("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}"),
+                &all,
+            )
+            .map_err(|e| format!("cannot read {table}: {e}"))?;
+        for row in &plan {
+            println!("{}", row.get::<_, String>(0));
+        }
+        return Ok(());
+    }
     let rows = db
         .query(&sql, &all)
         .map_err(|e| format!("cannot read {table}: {e}"))?;
