@@ -21,6 +21,9 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "compare/references.rs"]
+#[allow(dead_code)] // only pgbench is used here
+mod references;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,13 +36,29 @@ use pglog::Partition;
 fn main() {
     open_levels();
     let server = server();
-    let dsn = server.create_database("lifecycle").unwrap();
+    let dsn = server.create_database("bench").unwrap();
     let mut md = String::from("# pglog: plain table against day partitions\n\n");
     let load_before = load_average();
 
-    let inserts = inserts(&dsn);
-    let removal = removal(&dsn);
-    let queries = queries(&dsn);
+    // `PGLOG_BENCH_ONLY=inserts` (or removal, queries): that part alone, printed, no file.
+    let only = std::env::var("PGLOG_BENCH_ONLY").ok();
+    let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let data = ReferenceData::read(&dsn);
+    let inserts = if part("inserts") {
+        inserts(&server, &dsn, &data)
+    } else {
+        String::new()
+    };
+    let removal = if part("removal") {
+        removal(&dsn)
+    } else {
+        String::new()
+    };
+    let queries = if part("queries") {
+        queries(&dsn)
+    } else {
+        String::new()
+    };
 
     let _ = writeln!(
         md,
@@ -49,7 +68,7 @@ fn main() {
          once, seconds apart, alternating which goes first.\n",
         Utc::now().format("%Y-%m-%d %H:%M"),
         server
-            .psql("lifecycle", "SHOW server_version")
+            .psql("bench", "SHOW server_version")
             .unwrap()
             .trim(),
         load_average(),
@@ -57,7 +76,7 @@ fn main() {
     md.push_str(&inserts);
     md.push_str(&removal);
     md.push_str(&queries);
-    if !measuring() {
+    if !measuring() || only.is_some() {
         println!("smoke pass with small tables, one round: not a measurement\n\n{md}");
         return;
     }
@@ -91,14 +110,22 @@ fn builder(dsn: &str, table: &str, partition: Partition) -> pglog::Builder {
 // ---------------------------------------------------------------------------------------
 // Insert throughput
 
-fn inserts(dsn: &str) -> String {
+fn inserts(server: &throwaway_pg::Server, dsn: &str, data: &ReferenceData) -> String {
     let blocking_n = rows(20_000, 200);
     let batch_n = rows(100_000, 1_000);
+    // pgbench's prepared INSERT of the same rows into each layout: what the server itself
+    // pays for routing a row to its partition, without pglog.
+    let pgbench = |table: &str, partition: Partition| {
+        drop(builder(dsn, table, partition).build().unwrap());
+        references::pgbench_insert(server, dsn, table, data, blocking_n, 1)
+    };
     let results = rounds(vec![
         Box::new(|run| blocking(dsn, &format!("bp_{run}"), Partition::None, blocking_n)),
         Box::new(|run| blocking(dsn, &format!("bd_{run}"), Partition::Day, blocking_n)),
         Box::new(|run| batch(dsn, &format!("cp_{run}"), Partition::None, batch_n)),
         Box::new(|run| batch(dsn, &format!("cd_{run}"), Partition::Day, batch_n)),
+        Box::new(|run| pgbench(&format!("gp_{run}"), Partition::None)),
+        Box::new(|run| pgbench(&format!("gd_{run}"), Partition::Day)),
     ]);
     let mut md = format!(
         "## Insert throughput\n\n\
@@ -112,17 +139,26 @@ fn inserts(dsn: &str) -> String {
         runs()
     );
     for (mode, plain, day) in [
-        ("blocking", &results[0], &results[1]),
-        ("batch", &results[2], &results[3]),
+        ("pglog blocking", &results[0], &results[1]),
+        ("pglog batch", &results[2], &results[3]),
+        (
+            "pgbench -M prepared, 1 client (reference)",
+            &results[4],
+            &results[5],
+        ),
     ] {
         let ratio = paired_median(day, plain);
         let _ = writeln!(
             md,
-            "| {mode} | {:.0} | {:.0} | {ratio:.2} ({}) | ≥ 0.95×: {} |",
+            "| {mode} | {:.0} | {:.0} | {ratio:.2} ({}) | {} |",
             median(plain),
             median(day),
             spread(day, plain),
-            if ratio >= 0.95 { "met" } else { "**missed**" }
+            match (mode.starts_with("pglog"), ratio >= 0.95) {
+                (false, _) => "",
+                (true, true) => "≥ 0.95×: met",
+                (true, false) => "≥ 0.95×: **missed**",
+            }
         );
     }
     md.push('\n');

@@ -87,7 +87,7 @@ pub(crate) fn run(context: &Context) -> Result<(), Failure> {
             (f, w) => format!("{f} failed, {w} to look at"),
         }
     );
-    anstream::print!("{out}");
+    super::show::out(&out);
     if failed > 0 {
         return Err(Failure {
             message: String::new(),

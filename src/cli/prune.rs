@@ -40,7 +40,10 @@ pub(crate) fn run(context: &Context, args: &Args) -> Result<(), Failure> {
     let mut db = context.connect()?;
     let removing = match &plan {
         Plan::Nothing => {
-            println!("{}: nothing older than {first_kept}", table.quoted());
+            super::show::line(&format!(
+                "{}: nothing older than {first_kept}",
+                table.quoted()
+            ));
             return Ok(());
         }
         Plan::Explain(why) => return Err(why.clone().into()),
@@ -74,7 +77,10 @@ pub(crate) fn run(context: &Context, args: &Args) -> Result<(), Failure> {
     };
     let total: i64 = removing.iter().map(|(_, n)| n).sum();
     if total == 0 {
-        println!("{}: nothing older than {first_kept}", table.quoted());
+        super::show::line(&format!(
+            "{}: nothing older than {first_kept}",
+            table.quoted()
+        ));
         return Ok(());
     }
     let verb = if args.dry_run {
@@ -82,12 +88,12 @@ pub(crate) fn run(context: &Context, args: &Args) -> Result<(), Failure> {
     } else {
         "removing"
     };
-    println!(
+    super::show::line(&format!(
         "{}: {verb} {total} events older than {first_kept}",
         table.quoted()
-    );
+    ));
     for (what, rows) in &removing {
-        println!("  {rows:>12}  {what}");
+        super::show::line(&format!("  {rows:>12}  {what}"));
     }
     if args.dry_run {
         return Ok(());
@@ -95,7 +101,7 @@ pub(crate) fn run(context: &Context, args: &Args) -> Result<(), Failure> {
     let started = Instant::now();
     passes(&keeper)?;
     let left = count(&mut db, &table.quoted(), Some(first_kept))?;
-    println!(
+    super::show::line(&format!(
         "{}: removed {} events in {:.1} s{}",
         table.quoted(),
         total - left,
@@ -105,7 +111,7 @@ pub(crate) fn run(context: &Context, args: &Args) -> Result<(), Failure> {
         } else {
             String::new()
         }
-    );
+    ));
     Ok(())
 }
 

@@ -125,13 +125,13 @@ pub(crate) fn run(context: &Context, args: &Args) -> Result<(), Failure> {
         added += rows.first().map_or(0, |r| r.get::<_, i64>(0));
     }
     let events = read.events.len() as i64;
-    println!(
+    super::show::line(&format!(
         "{} lines read: {events} pglog events, {} other lines skipped; {added} {}, {} already in {table}",
         read.lines,
         read.skipped,
         if args.dry_run { "would be inserted" } else { "inserted" },
         events - added,
-    );
+    ));
     Ok(())
 }
 

@@ -109,6 +109,20 @@ pub(crate) fn json_line(event: &Event) -> String {
     )
 }
 
+/// Writes `text` to stdout, styled where colours are on; a closed stdout (`| head`) is
+/// not an error worth a word.
+pub(crate) fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = anstream::stdout();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
+/// [`out`] with a newline.
+pub(crate) fn line(text: &str) {
+    out(&format!("{text}\n"));
+}
+
 /// `pglog: <message>` on stderr, the name in bold red on a terminal.
 pub(crate) fn error(message: &str) {
     let style = Style::new().fg_color(Some(AnsiColor::Red.into())).bold();

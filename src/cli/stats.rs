@@ -58,6 +58,11 @@ pub(crate) fn run(context: &Context, args: &Args) -> Result<(), Failure> {
     let seconds = every.num_seconds();
     let since = filters.since.unwrap_or(now);
     let until = filters.until.unwrap_or(now);
+    if since >= until {
+        return Err(
+            "the window is empty: --since (24h ago unless given) is not before --until".into(),
+        );
+    }
     let first = since.timestamp().div_euclid(seconds) * seconds;
     let last = (until.timestamp() - 1).div_euclid(seconds) * seconds;
     let buckets = (last - first) / seconds + 1;
@@ -123,7 +128,7 @@ pub(crate) fn run(context: &Context, args: &Args) -> Result<(), Failure> {
         super::tail::Output::Json => json(&chart, seconds, &top, since, until),
         super::tail::Output::Text => terminal(&title, &chart, seconds, &top),
     };
-    anstream::print!("{text}");
+    super::show::out(&text);
     Ok(())
 }
 

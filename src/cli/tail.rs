@@ -78,7 +78,7 @@ pub(crate) fn run(context: &Context, args: &Args) -> Result<(), Failure> {
             )
             .map_err(|e| format!("cannot read {table}: {e}"))?;
         for row in &plan {
-            println!("{}", row.get::<_, String>(0));
+            show::line(&row.get::<_, String>(0));
         }
         return Ok(());
     }
