@@ -67,10 +67,7 @@ fn main() {
          after {}. Every figure is the median of the rounds given; a round runs each side \
          once, seconds apart, alternating which goes first.\n",
         Utc::now().format("%Y-%m-%d %H:%M"),
-        server
-            .psql("bench", "SHOW server_version")
-            .unwrap()
-            .trim(),
+        server.psql("bench", "SHOW server_version").unwrap().trim(),
         load_average(),
     );
     md.push_str(&inserts);
