@@ -464,7 +464,8 @@ const TAILS: [&[&str]; 3] = [
 /// starting the process to its exit (configuration, connect, query, printing). Needs the
 /// command, built with the `cli` feature.
 fn tail_commands(dsn: &str) -> String {
-    let Some(pglog) = option_env!("CARGO_BIN_EXE_pglog") else {
+    // Cargo names the binary even when its required feature is off (and does not build it).
+    let Some(pglog) = option_env!("CARGO_BIN_EXE_pglog").filter(|_| cfg!(feature = "cli")) else {
         return "\n`pglog tail` not timed: the command needs the `cli` feature \
                 (`cargo bench --bench lifecycle --features cli`).\n"
             .to_owned();
