@@ -144,13 +144,12 @@ fn inserts(server: &throwaway_pg::Server, dsn: &str, data: &ReferenceData) -> St
             &results[5],
         ),
     ] {
-        let ratio = paired_median(day, plain);
+        let (ratio, spread) = paired(day, plain);
         let _ = writeln!(
             md,
-            "| {mode} | {:.0} | {:.0} | {ratio:.2} ({}) | {} |",
+            "| {mode} | {:.0} | {:.0} | {ratio:.2} ({spread}) | {} |",
             median(plain),
             median(day),
-            spread(day, plain),
             match (mode.starts_with("pglog"), ratio >= 0.95) {
                 (false, _) => "",
                 (true, true) => "≥ 0.95×: met",
@@ -427,13 +426,12 @@ fn queries(dsn: &str) -> String {
             .find_map(|l| l.trim().strip_prefix("Subplans Removed: "))
             .unwrap_or("0")
             .to_owned();
+        let (ratio, spread) = paired(&times[1], &times[0]);
         let _ = writeln!(
             md,
-            "| {what} | {found} | {} | {} | {:.2} ({}) | {read} scanned, {removed} pruned |",
+            "| {what} | {found} | {} | {} | {ratio:.2} ({spread}) | {read} scanned, {removed} pruned |",
             duration(median(&times[0])),
             duration(median(&times[1])),
-            paired_median(&times[1], &times[0]),
-            spread(&times[1], &times[0]),
         );
         let _ = write!(
             plans,
@@ -668,22 +666,10 @@ fn table_size(client: &mut postgres::Client, table: &str) -> i64 {
 // ---------------------------------------------------------------------------------------
 // Figures
 
-/// The median of `ours[i] / theirs[i]`: each pair ran in the same round.
-fn paired_median(ours: &[f64], theirs: &[f64]) -> f64 {
-    median(
-        &ours
-            .iter()
-            .zip(theirs)
-            .map(|(a, b)| a / b)
-            .collect::<Vec<_>>(),
-    )
-}
-
-fn spread(ours: &[f64], theirs: &[f64]) -> String {
-    let ratios: Vec<f64> = ours.iter().zip(theirs).map(|(a, b)| a / b).collect();
-    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = ratios.iter().copied().fold(0.0, f64::max);
-    format!("{lo:.2}–{hi:.2}")
+/// The median of the paired ratios, and their range.
+fn paired(ours: &[f64], theirs: &[f64]) -> (f64, String) {
+    let ratios = ratios(ours, theirs);
+    (median(&ratios), range(&ratios, |v| format!("{v:.2}")))
 }
 
 fn duration(seconds: f64) -> String {

@@ -58,6 +58,11 @@ fn pglog(args: &[&str]) -> Output {
     pglog_in(Path::new(env!("CARGO_TARGET_TMPDIR")), args, &[])
 }
 
+/// Runs the command with `args` on `table` of the database `dsn` names.
+fn pglog_on(dsn: &str, table: &str, args: &[&str]) -> Output {
+    pglog(&[args, &["--dsn", dsn, "--table", table]].concat())
+}
+
 /// The lines of a run that must have succeeded.
 fn lines_of(output: &Output) -> Vec<String> {
     assert!(
@@ -96,11 +101,7 @@ fn logged_table(prefix: &str) -> (String, &'static str) {
 
 fn tail_shows_the_newest_events_and_filters_them() {
     let (dsn, table) = logged_table("tail");
-    let tail = |extra: &[&str]| {
-        let mut args = vec!["tail", "--dsn", &dsn, "--table", table];
-        args.extend_from_slice(extra);
-        lines_of(&pglog(&args))
-    };
+    let tail = |extra: &[&str]| lines_of(&pglog_on(&dsn, table, &[&["tail"], extra].concat()));
     let newest = tail(&[]);
     assert_eq!(newest.len(), 20, "{newest:#?}");
     assert!(
@@ -588,10 +589,8 @@ fn stats_charts_levels_per_bucket() {
     let dir = scratch_dir("cli-stats");
     let svg = dir.join("chart.svg");
     let svg_arg = svg.display().to_string();
-    let text = lines_of(&pglog(&[
-        "stats", "--dsn", &dsn, "--table", table, "--since", "3d", "--every", "1d", "--svg",
-        &svg_arg,
-    ]));
+    let stats = |args: &[&str]| lines_of(&pglog_on(&dsn, table, &[&["stats"], args].concat()));
+    let text = stats(&["--since", "3d", "--every", "1d", "--svg", &svg_arg]);
     let joined = text.join("\n");
     assert!(joined.contains("bucket"), "{joined}");
     assert!(joined.contains("most frequent events"), "{joined}");
@@ -603,37 +602,31 @@ fn stats_charts_levels_per_bucket() {
         "{image}"
     );
 
-    let json = lines_of(&pglog(&[
-        "stats", "--dsn", &dsn, "--table", table, "--since", "3d", "--every", "1h", "--output",
-        "json", "--top", "3",
-    ]));
+    // A figure summed over the buckets of a JSON answer.
+    let summed = |json: &[String], figure: fn(&serde_json::Value) -> Option<i64>| -> i64 {
+        let value: serde_json::Value = serde_json::from_str(&json[0]).unwrap();
+        value["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(figure)
+            .sum()
+    };
+    let total =
+        |b: &serde_json::Value| Some(b["total"].as_i64().expect("every bucket has a total"));
+    let json = stats(&[
+        "--since", "3d", "--every", "1h", "--output", "json", "--top", "3",
+    ]);
+    assert_eq!(summed(&json, total), 41, "every event counted once");
+    assert_eq!(summed(&json, |b| b["levels"]["error"].as_i64()), 1);
     let value: serde_json::Value = serde_json::from_str(&json[0]).unwrap();
-    let total: i64 = value["buckets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["total"].as_i64().unwrap())
-        .sum();
-    assert_eq!(total, 41, "every event counted once");
-    let errors: i64 = value["buckets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["levels"]["error"].as_i64().unwrap_or(0))
-        .sum();
-    assert_eq!(errors, 1);
     assert_eq!(value["top_events"].as_array().unwrap().len(), 3);
-    let filtered = lines_of(&pglog(&[
-        "stats", "--dsn", &dsn, "--table", table, "--level", "error", "--output", "json",
-    ]));
-    let value: serde_json::Value = serde_json::from_str(&filtered[0]).unwrap();
-    let total: i64 = value["buckets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["total"].as_i64().unwrap())
-        .sum();
-    assert_eq!(total, 2, "the default window (24h), errors and worse");
+    let filtered = stats(&["--level", "error", "--output", "json"]);
+    assert_eq!(
+        summed(&filtered, total),
+        2,
+        "the default window (24h), errors and worse"
+    );
 }
 
 /// The doctor's verdict line for `check`.
@@ -646,7 +639,7 @@ fn verdict<'a>(report: &'a str, check: &str) -> &'a str {
 
 fn doctor_passes_a_healthy_setup() {
     let (dsn, table) = logged_table("healthy");
-    let out = pglog(&["doctor", "--dsn", &dsn, "--table", table]);
+    let out = pglog_on(&dsn, table, &["doctor"]);
     let report = stdout(&out);
     println!(
         "{}",
@@ -709,7 +702,7 @@ fn doctor_names_each_problem_and_its_fix() {
         ))
         .unwrap();
     let reader = dsn.replace("user=postgres", "user=reader");
-    let out = pglog(&["doctor", "--dsn", &reader, "--table", table]);
+    let out = pglog_on(&reader, table, &["doctor"]);
     let report = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{report}");
     let line = verdict(&report, "privileges");
@@ -729,7 +722,7 @@ fn doctor_names_each_problem_and_its_fix() {
             "DROP INDEX idx_{table}_level; CREATE INDEX {table}_event_idx ON {table} (event)"
         ))
         .unwrap();
-    let out = pglog(&["doctor", "--dsn", &dsn, "--table", table]);
+    let out = pglog_on(&dsn, table, &["doctor"]);
     let report = stdout(&out);
     let line = verdict(&report, "table");
     assert!(
@@ -757,7 +750,7 @@ fn doctor_names_each_problem_and_its_fix() {
             "ALTER DATABASE {db} SET idle_session_timeout = '1s'"
         ))
         .unwrap();
-    let out = pglog(&["doctor", "--dsn", &dsn, "--table", table]);
+    let out = pglog_on(&dsn, table, &["doctor"]);
     let report = stdout(&out);
     let line = verdict(&report, "server settings");
     assert!(
@@ -803,44 +796,23 @@ fn prune_removes_old_days_from_both_layouts() {
             guard.__maintain_now().unwrap();
         }
         drop(guard);
-        let dry = lines_of(&pglog(&[
-            "prune",
-            "--older-than",
-            "30d",
-            "--dry-run",
-            "--dsn",
+        let dry = lines_of(&pglog_on(
             &dsn,
-            "--table",
             table,
-        ]));
+            &["prune", "--older-than", "30d", "--dry-run"],
+        ));
         assert!(
             dry[0].contains("would remove 6500 events"),
             "{partition:?}: {dry:?}"
         );
         assert_eq!(count_rows(&dsn, table), 6_800);
-        let done = lines_of(&pglog(&[
-            "prune",
-            "--older-than",
-            "30d",
-            "--dsn",
-            &dsn,
-            "--table",
-            table,
-        ]));
+        let done = lines_of(&pglog_on(&dsn, table, &["prune", "--older-than", "30d"]));
         assert!(
             done.last().unwrap().contains("removed 6500 events"),
             "{partition:?}: {dry:?} {done:?}"
         );
         assert_eq!(count_rows(&dsn, table), 300);
-        let again = lines_of(&pglog(&[
-            "prune",
-            "--older-than",
-            "30d",
-            "--dsn",
-            &dsn,
-            "--table",
-            table,
-        ]));
+        let again = lines_of(&pglog_on(&dsn, table, &["prune", "--older-than", "30d"]));
         assert!(
             again[0].contains("nothing older than"),
             "{partition:?}: {again:?}"

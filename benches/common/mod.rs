@@ -157,6 +157,18 @@ pub fn run_pg_tool(server: &throwaway_pg::Server, tool: &str, args: &[&str]) -> 
     stdout
 }
 
+/// `ours[i] / theirs[i]`: each pair ran in the same round.
+pub fn ratios(ours: &[f64], theirs: &[f64]) -> Vec<f64> {
+    ours.iter().zip(theirs).map(|(a, b)| a / b).collect()
+}
+
+/// `27.1k–31.0k`: the lowest and highest of `values`, each as `show` writes it.
+pub fn range(values: &[f64], show: impl Fn(f64) -> String) -> String {
+    let low = values.iter().copied().fold(f64::MAX, f64::min);
+    let high = values.iter().copied().fold(0.0, f64::max);
+    format!("{}–{}", show(low), show(high))
+}
+
 /// `12,345`.
 pub fn thousands(value: f64) -> String {
     let digits = format!("{value:.0}");

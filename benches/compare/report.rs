@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::common::{median, thousands};
+use crate::common::{median, range, ratios, thousands};
 
 /// One system's throughput: events/s of each run.
 pub struct Rate {
@@ -67,12 +67,7 @@ impl Report {
         );
         for ratio in &self.ratios {
             let (ours, reference) = (&self.rates[ratio.ours], &self.rates[ratio.reference]);
-            let paired: Vec<f64> = ours
-                .runs
-                .iter()
-                .zip(&reference.runs)
-                .map(|(a, b)| a / b)
-                .collect();
+            let paired = ratios(&ours.runs, &reference.runs);
             let value = median(&paired);
             let target = ratio
                 .target
@@ -189,13 +184,6 @@ impl Rate {
 /// The median of `runs`, with their range: `29,036 (27.1k–31.0k)`.
 fn with_range(runs: &[f64], show: impl Fn(f64) -> String) -> String {
     format!("{} ({})", thousands(median(runs)), range(runs, show))
-}
-
-/// `27.1k–31.0k`.
-fn range(runs: &[f64], show: impl Fn(f64) -> String) -> String {
-    let low = runs.iter().copied().fold(f64::MAX, f64::min);
-    let high = runs.iter().copied().fold(0.0, f64::max);
-    format!("{}–{}", show(low), show(high))
 }
 
 fn verdict(met: bool) -> &'static str {

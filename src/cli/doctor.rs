@@ -3,6 +3,7 @@
 //! its verdict and, when it is not fine, the fix. Exits 1 when a check fails.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anstyle::{AnsiColor, Style};
@@ -14,7 +15,8 @@ use crate::dsn::{self, For, LIBPQ_VARS};
 use crate::schema::partitioned::marked_span;
 use crate::schema::{Table, INDEXES};
 use crate::settings::KEYS;
-use crate::sink::session::Session;
+use crate::sink::maintenance::plan::Found;
+use crate::sink::maintenance::Keeper;
 use crate::sink::trouble::Kind;
 
 /// A check's outcome.
@@ -285,36 +287,17 @@ fn checks(context: &Context) -> Vec<Check> {
         }
     };
     let started = Instant::now();
-    let mut db = match context
-        .session_config()
-        .map_err(|f| f.message)
-        .and_then(|config| {
-            Session::open_for_reading(&config)
-                .map(|session| Db {
-                    session,
-                    config: config.clone(),
-                })
-                .map_err(|trouble| {
-                    let check = connect_failure(trouble.kind, &trouble.detail, &config.target);
-                    checks.push(check);
-                    String::new()
-                })
-        }) {
+    let config = match context.session_config() {
+        Ok(config) => config,
+        Err(failure) => {
+            return without_connection(checks, check("connect", Verdict::Fail, failure.message))
+        }
+    };
+    let mut db = match Db::open(Arc::clone(&config)) {
         Ok(db) => db,
-        Err(message) => {
-            if !message.is_empty() {
-                checks.push(check("connect", Verdict::Fail, message));
-            }
-            for name in [
-                "privileges",
-                "table",
-                "partitions",
-                "pooler",
-                "server settings",
-            ] {
-                checks.push(check(name, Verdict::Skipped, "needs a connection"));
-            }
-            return checks;
+        Err(trouble) => {
+            let failed = connect_failure(trouble.kind, &trouble.detail, &config.target);
+            return without_connection(checks, failed);
         }
     };
     let version = db
@@ -340,6 +323,21 @@ fn checks(context: &Context) -> Vec<Check> {
     }
     checks.push(pooler(&mut db));
     checks.push(server_settings(context, &mut db));
+    checks
+}
+
+/// `checks`, the connection's failure, and every check that needs a connection skipped.
+fn without_connection(mut checks: Vec<Check>, failed: Check) -> Vec<Check> {
+    checks.push(failed);
+    for name in [
+        "privileges",
+        "table",
+        "partitions",
+        "pooler",
+        "server settings",
+    ] {
+        checks.push(check(name, Verdict::Skipped, "needs a connection"));
+    }
     checks
 }
 
@@ -579,8 +577,8 @@ fn shape(db: &mut Db, table: &Table, schema: &str) -> Check {
         .collect();
     let names = table.index_names();
     let concurrently = table.create_index_concurrently_sql();
-    for (i, (column, _)) in INDEXES.iter().enumerate() {
-        let want = expected_key(column);
+    for (i, (_, definition)) in INDEXES.iter().enumerate() {
+        let want = expected_key(definition);
         let name = &names[i];
         match found.iter().find(|(n, ..)| n == name) {
             None => {
@@ -646,41 +644,47 @@ fn index_key(definition: &str) -> String {
         .to_lowercase()
 }
 
-fn expected_key(column: &str) -> String {
-    match column {
-        "timestamp" => "btree (timestamp desc)".to_owned(),
-        "data" => "gin (data)".to_owned(),
-        other => format!("btree ({other})"),
-    }
+/// What an index pglog creates is on, as [`index_key`] reads it: from the definition in
+/// [`INDEXES`] (`(timestamp DESC)`, `USING GIN (data)`), btree unless it says otherwise.
+fn expected_key(definition: &str) -> String {
+    let key = match definition.strip_prefix("USING ") {
+        Some(with_method) => with_method.to_owned(),
+        None => format!("btree {definition}"),
+    };
+    key.to_lowercase()
 }
 
 fn partitions(context: &Context, db: &mut Db, table: &Table) -> Check {
     let quoted = table.quoted();
-    let rows = db.query(
-        "SELECT c.relkind::text, obj_description(c.oid, 'pg_class'), \
-           (SELECT count(*) FROM pg_inherits i WHERE i.inhparent = c.oid), \
-           (SELECT d.relname::text FROM pg_partitioned_table p JOIN pg_class d ON d.oid = p.partdefid \
-            WHERE p.partrelid = c.oid), \
-           EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_partman'), \
-           (SELECT min(timestamp) FROM ONLY_PLACEHOLDER) \
-         FROM pg_class c WHERE c.oid = to_regclass($1)"
-            .replace("ONLY_PLACEHOLDER", &quoted)
-            .as_str(),
-        &[(&quoted, Type::TEXT)],
-    );
-    let Ok([row, ..]) = rows.as_deref() else {
-        return check("partitions", Verdict::Warn, "cannot read the catalog");
+    // What maintenance itself reads of the catalog: the same verdict on who manages it.
+    let keeper = Keeper::new(Arc::clone(&db.config), context.settings.retention_days);
+    let found = match keeper.inspect(&mut db.session) {
+        Ok(Some(found)) => found,
+        Ok(None) => return check("partitions", Verdict::Skipped, "no table"),
+        Err(e) => return check("partitions", Verdict::Warn, e),
     };
-    let kind: String = row.get(0);
-    let comment: Option<String> = row.get(1);
-    let children: i64 = row.get(2);
-    let default: Option<String> = row.get(3);
-    let partman: bool = row.get(4);
-    let oldest: Option<chrono::DateTime<chrono::Utc>> = row.get(5);
+    let oldest = db
+        .query(&format!("SELECT min(timestamp) FROM {quoted}"), &[])
+        .map(|rows| {
+            rows.first()
+                .and_then(|r| r.get::<_, Option<chrono::DateTime<chrono::Utc>>>(0))
+        });
+    let Found {
+        schema,
+        kind,
+        comment,
+        default,
+        children,
+        partman,
+    } = found;
+    let children = children.len();
     let retention = context.settings.retention_days;
-    let oldest_text = oldest.map_or("no rows".to_owned(), |t| {
-        format!("oldest row {}", t.format("%Y-%m-%d %H:%M UTC"))
-    });
+    let oldest_text = match &oldest {
+        Ok(Some(t)) => format!("oldest row {}", t.format("%Y-%m-%d %H:%M UTC")),
+        Ok(None) => "no rows".to_owned(),
+        Err(e) => format!("oldest row unknown ({e})"),
+    };
+    let oldest = oldest.ok().flatten();
     let expired = match (retention, oldest) {
         (Some(days), Some(oldest)) => {
             let first_kept = chrono::Utc::now().date_naive() - chrono::Days::new(u64::from(days));
@@ -700,7 +704,7 @@ fn partitions(context: &Context, db: &mut Db, table: &Table) -> Check {
                 .query(
                     &format!(
                         "SELECT count(*) FROM (SELECT 1 FROM {} LIMIT 100000) d",
-                        crate::schema::quote_ident(d)
+                        crate::schema::partitioned::qualified(&schema, d)
                     ),
                     &[],
                 )
@@ -792,7 +796,8 @@ fn server_settings(context: &Context, db: &mut Db) -> Check {
                 current_setting('idle_session_timeout', true), \
                 current_setting('idle_in_transaction_session_timeout'), \
                 (SELECT setting::int8 FROM pg_settings WHERE name = 'statement_timeout'), \
-                (SELECT setting::int8 FROM pg_settings WHERE name = 'idle_session_timeout')",
+                (SELECT setting::int8 FROM pg_settings WHERE name = 'idle_session_timeout'), \
+                current_user::text",
         &[],
     );
     let Ok([row, ..]) = rows.as_deref() else {
@@ -803,6 +808,7 @@ fn server_settings(context: &Context, db: &mut Db) -> Check {
     let idle_tx: String = row.get(2);
     let statement_ms: i64 = row.get(3);
     let idle_ms: Option<i64> = row.get(4);
+    let user = crate::schema::quote_ident(&row.get::<_, String>(5));
     let mut found = format!(
         "statement_timeout = {statement}, idle_session_timeout = {}, \
          idle_in_transaction_session_timeout = {idle_tx}",
@@ -823,9 +829,8 @@ fn server_settings(context: &Context, db: &mut Db) -> Check {
             ));
             fixes.push(format!(
                 "set pglog's idle_timeout below it (PGLOG_IDLE_TIMEOUT_MS={}), or exempt the \
-                 role: ALTER ROLE {} SET idle_session_timeout = 0",
+                 role: ALTER ROLE {user} SET idle_session_timeout = 0",
                 (ms * 3 / 4).max(1),
-                crate::schema::quote_ident(&db_user(db))
             ));
         }
     }
@@ -836,8 +841,7 @@ fn server_settings(context: &Context, db: &mut Db) -> Check {
              behind a pooler, where pglog cannot set its own, a slow batch is cancelled sooner"
         ));
         fixes.push(format!(
-            "ALTER ROLE {} SET statement_timeout = '{}ms', or lower pglog's statement_timeout",
-            crate::schema::quote_ident(&db_user(db)),
+            "ALTER ROLE {user} SET statement_timeout = '{}ms', or lower pglog's statement_timeout",
             ours_statement.as_millis()
         ));
     }
@@ -847,13 +851,6 @@ fn server_settings(context: &Context, db: &mut Db) -> Check {
     } else {
         c.fix(fixes.join("; "))
     }
-}
-
-fn db_user(db: &mut Db) -> String {
-    db.query("SELECT current_user::text", &[])
-        .ok()
-        .and_then(|r| r.first().map(|r| r.get::<_, String>(0)))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -881,12 +878,15 @@ mod tests {
     fn an_index_is_known_by_what_it_is_on() {
         assert_eq!(
             index_key("CREATE INDEX idx_t_timestamp ON public.t USING btree (\"timestamp\" DESC)"),
-            expected_key("timestamp")
+            expected_key(INDEXES[0].1)
         );
+        assert_eq!(expected_key(INDEXES[0].1), "btree (timestamp desc)");
+        assert_eq!(expected_key(INDEXES[1].1), "btree (level)");
         assert_eq!(
             index_key("CREATE INDEX x ON ONLY public.t USING gin (data)"),
-            expected_key("data")
+            expected_key(INDEXES[3].1)
         );
+        assert_eq!(expected_key(INDEXES[3].1), "gin (data)");
         assert_eq!(
             index_key("CREATE INDEX y ON public.t USING btree (level)"),
             "btree (level)"

@@ -3,7 +3,7 @@
 //! GIN index on `data` for `--where` and `--pid`).
 
 use chrono::{DateTime, NaiveDate, Utc};
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 
 use super::Param;
 
@@ -184,53 +184,48 @@ fn key_value(pair: &str) -> Result<Vec<String>, String> {
     Ok(objects)
 }
 
+/// A value set, as a query parameter.
+fn opt<T: ToSql + Sync>(value: &Option<T>) -> Option<&(dyn ToSql + Sync)> {
+    value.as_ref().map(|v| v as &(dyn ToSql + Sync))
+}
+
 impl Filters {
     /// The conditions, joined with AND (`TRUE` when there is none), with parameters
     /// numbered from `$first`, and the parameters.
-    pub fn sql(&self, first: usize) -> (String, Vec<Param<'_>>) {
+    pub fn sql<'a>(&'a self, first: usize) -> (String, Vec<Param<'a>>) {
         let mut conditions = Vec::new();
-        let mut params: Vec<Param<'_>> = Vec::new();
-        let next = |params: &mut Vec<Param<'_>>| first + params.len();
-        if let Some(levels) = &self.levels {
-            conditions.push(format!("level = ANY(${})", next(&mut params)));
-            params.push((levels, Type::TEXT_ARRAY));
-        }
-        if let Some(since) = &self.since {
-            conditions.push(format!("timestamp >= ${}", next(&mut params)));
-            params.push((since, Type::TIMESTAMPTZ));
-        }
-        if let Some(until) = &self.until {
-            conditions.push(format!("timestamp < ${}", next(&mut params)));
-            params.push((until, Type::TIMESTAMPTZ));
-        }
-        if let Some(event) = &self.event {
-            conditions.push(format!("strpos(event, ${}) > 0", next(&mut params)));
-            params.push((event, Type::TEXT));
-        }
-        if let Some(scope) = &self.scope {
-            conditions.push(format!("scope = ${}", next(&mut params)));
-            params.push((scope, Type::TEXT));
-        }
-        if let Some(func) = &self.func {
-            conditions.push(format!("func = ${}", next(&mut params)));
-            params.push((func, Type::TEXT));
-        }
-        for any in &self.contains {
-            // `::jsonb` is no cast on a jsonb column (its GIN index serves), and reads a
-            // json one.
-            let alternatives: Vec<String> = any
-                .iter()
-                .map(|object| {
-                    let n = next(&mut params);
-                    params.push((object, Type::TEXT));
-                    format!("data::jsonb @> ${n}::jsonb")
-                })
-                .collect();
-            conditions.push(format!("({})", alternatives.join(" OR ")));
-        }
-        if let Some(grep) = &self.grep {
-            conditions.push(format!("event ~ ${}", next(&mut params)));
-            params.push((grep, Type::TEXT));
+        let mut params: Vec<Param<'a>> = Vec::new();
+        {
+            // A parameter's placeholder, `$n`, once the value is among the parameters.
+            let mut bind = |value: &'a (dyn ToSql + Sync), ty: Type| {
+                params.push((value, ty));
+                format!("${}", first + params.len() - 1)
+            };
+            let optional: [(Option<&'a (dyn ToSql + Sync)>, &str, Type); 6] = [
+                (opt(&self.levels), "level = ANY($)", Type::TEXT_ARRAY),
+                (opt(&self.since), "timestamp >= $", Type::TIMESTAMPTZ),
+                (opt(&self.until), "timestamp < $", Type::TIMESTAMPTZ),
+                (opt(&self.event), "strpos(event, $) > 0", Type::TEXT),
+                (opt(&self.scope), "scope = $", Type::TEXT),
+                (opt(&self.func), "func = $", Type::TEXT),
+            ];
+            for (value, condition, ty) in optional {
+                if let Some(value) = value {
+                    conditions.push(condition.replace('$', &bind(value, ty)));
+                }
+            }
+            for any in &self.contains {
+                // `::jsonb` is no cast on a jsonb column (its GIN index serves), and reads
+                // a json one.
+                let alternatives: Vec<String> = any
+                    .iter()
+                    .map(|object| format!("data::jsonb @> {}::jsonb", bind(object, Type::TEXT)))
+                    .collect();
+                conditions.push(format!("({})", alternatives.join(" OR ")));
+            }
+            if let Some(grep) = &self.grep {
+                conditions.push(format!("event ~ {}", bind(grep, Type::TEXT)));
+            }
         }
         if conditions.is_empty() {
             conditions.push("TRUE".to_owned());

@@ -31,6 +31,7 @@ use tokio_postgres::types::{ToSql, Type};
 use crate::schema::Table;
 use crate::settings::{self, file, real_env, Config, Environment, Settings, SharedEnv};
 use crate::sink::session::Session;
+use crate::sink::trouble::Trouble;
 use crate::sink::{SessionConfig, SessionSettings};
 use crate::{start, Partition};
 
@@ -195,10 +196,9 @@ impl Context {
     /// A session for reading, or a message saying where it could not connect and why.
     pub fn connect(&self) -> Result<Db, Failure> {
         let config = self.session_config()?;
-        let session = Session::open_for_reading(&config).map_err(|trouble| {
-            format!("cannot connect to {}: {}", config.target, trouble.detail)
-        })?;
-        Ok(Db { session, config })
+        Db::open(Arc::clone(&config)).map_err(|trouble| {
+            format!("cannot connect to {}: {}", config.target, trouble.detail).into()
+        })
     }
 }
 
@@ -217,6 +217,12 @@ pub(crate) const QUERY_LIMIT: Duration = Duration::from_secs(300);
 pub(crate) type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
 impl Db {
+    /// Connects, for reading (see [`Session::open_for_reading`]).
+    pub fn open(config: Arc<SessionConfig>) -> Result<Db, Trouble> {
+        let session = Session::open_for_reading(&config)?;
+        Ok(Db { session, config })
+    }
+
     pub fn query(
         &mut self,
         sql: &str,

@@ -34,10 +34,10 @@ const BUSY_WAIT: Duration = Duration::from_secs(120);
 pub(crate) fn run(context: &Context, args: &Args) -> Result<(), Failure> {
     let days = days(&args.older_than)?;
     let first_kept = Utc::now().date_naive() - Days::new(u64::from(days));
-    let keeper = Keeper::new(context.session_config()?, Some(days));
-    let (plan, schema) = keeper.preview()?;
-    let table = context.table()?;
     let mut db = context.connect()?;
+    let keeper = Keeper::new(db.config.clone(), Some(days));
+    let (plan, schema) = keeper.preview(&mut db.session)?;
+    let table = context.table()?;
     let removing = match &plan {
         Plan::Nothing => {
             super::show::line(&format!(

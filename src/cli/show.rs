@@ -64,23 +64,18 @@ pub(crate) fn text_line(event: &Event) -> String {
         .iter()
         .find_map(|k| data.get(*k).and_then(Value::as_str))
         .unwrap_or("-");
-    let mut json = Map::new();
-    if let Some(func) = &event.func {
-        json.insert("func".to_owned(), Value::String(func.clone()));
-    }
-    if let Some(scope) = &event.scope {
-        json.insert("scope".to_owned(), Value::String(scope.clone()));
-    }
-    let mut fields = serde_json::to_string(&json).unwrap_or_default();
     // `func` and `scope` first, as the stderr line has them; then data's keys.
-    if !data.is_empty() {
-        let rest = serde_json::to_string(&data).unwrap_or_default();
-        fields = if json.is_empty() {
-            rest
-        } else {
-            format!("{},{}", &fields[..fields.len() - 1], &rest[1..])
-        };
-    }
+    let columns = [("func", &event.func), ("scope", &event.scope)];
+    let members: Vec<String> = columns
+        .iter()
+        .filter_map(|(key, value)| Some((*key, Value::from(value.as_deref()?))))
+        .chain(
+            data.iter()
+                .map(|(key, value)| (key.as_str(), value.clone())),
+        )
+        .map(|(key, value)| format!("{}:{value}", Value::from(key)))
+        .collect();
+    let fields = format!("{{{}}}", members.join(","));
     let time = event.timestamp.format(TIME_FORMAT).to_string();
     let parts = LineParts::new(&time, &event.level, target, &event.event, &fields);
     let level = level_style(&event.level);

@@ -144,6 +144,16 @@ fn levels(chart: &BTreeMap<i64, Counts>) -> Vec<String> {
     levels
 }
 
+/// The most events in one bucket (at least 1: the scale of every bar).
+fn busiest(chart: &BTreeMap<i64, Counts>) -> i64 {
+    chart
+        .values()
+        .map(|c| c.values().sum::<i64>())
+        .max()
+        .unwrap_or(0)
+        .max(1)
+}
+
 fn bucket_label(start: i64, seconds: i64) -> String {
     let at = Utc.timestamp_opt(start, 0).single().unwrap_or_default();
     if seconds % 86_400 == 0 {
@@ -163,12 +173,7 @@ fn terminal(
 ) -> String {
     let levels = levels(chart);
     let colours = show::colours_on();
-    let most = chart
-        .values()
-        .map(|c| c.values().sum::<i64>())
-        .max()
-        .unwrap_or(0)
-        .max(1);
+    let most = busiest(chart);
     let mut out = format!("{title}\n\n");
     let label_width = bucket_label(0, seconds).len();
     let _ = write!(out, "{:<label_width$} {:>9}", "bucket", "events");
@@ -262,12 +267,7 @@ fn svg(title: &str, chart: &BTreeMap<i64, Counts>, seconds: i64) -> String {
     const TOP: f64 = 50.0;
     const BOTTOM: f64 = 70.0;
     let levels = levels(chart);
-    let most = chart
-        .values()
-        .map(|c| c.values().sum::<i64>())
-        .max()
-        .unwrap_or(0)
-        .max(1) as f64;
+    let most = busiest(chart) as f64;
     let plot_w = WIDTH - LEFT - 150.0;
     let plot_h = HEIGHT - TOP - BOTTOM;
     let column = plot_w / chart.len().max(1) as f64;

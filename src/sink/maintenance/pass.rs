@@ -107,15 +107,19 @@ impl Keeper {
         }
     }
 
+    /// What the catalog says of the table (`None`: it does not exist), read on
+    /// `session`: for the `pglog` command's doctor and prune.
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    pub fn inspect(&self, session: &mut Session) -> Result<Option<Found>, String> {
+        self.find(session)
+            .map_err(|f| format!("cannot {}: {}", f.tried, f.trouble.detail))
+    }
+
     /// What a pass would do now, without doing it, and the table's schema: for the
     /// `pglog` command's `prune --dry-run` and report.
     #[cfg_attr(not(feature = "cli"), allow(dead_code))]
-    pub fn preview(&self) -> Result<(Plan, String), String> {
-        let mut session = Session::open(&self.config).map_err(|t| t.detail)?;
-        let found = self
-            .find(&mut session)
-            .map_err(|f| format!("cannot {}: {}", f.tried, f.trouble.detail))?;
-        session.close();
+    pub fn preview(&self, session: &mut Session) -> Result<(Plan, String), String> {
+        let found = self.inspect(session)?;
         let schema = found.as_ref().map(|f| f.schema.clone()).unwrap_or_default();
         Ok((
             plan(found.as_ref(), &self.config.table, self.wanted()),

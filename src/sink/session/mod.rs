@@ -190,12 +190,15 @@ impl Session {
     /// the backend that announced itself at startup is the one answering now.
     #[cfg_attr(not(feature = "cli"), allow(dead_code))]
     pub fn is_direct(&mut self) -> Result<bool, Trouble> {
-        let limit = self
-            .config
+        self.proven_direct(self.set_up_limit())
+    }
+
+    /// The bound of each step of setting a session up.
+    fn set_up_limit(&self) -> Duration {
+        self.config
             .endpoint
             .limit()
-            .max(self.config.statement_timeout);
-        self.proven_direct(limit)
+            .max(self.config.statement_timeout)
     }
 
     fn connect(config: &Arc<SessionConfig>) -> Result<Session, Trouble> {
@@ -228,11 +231,7 @@ impl Session {
     }
 
     fn set_up(&mut self) -> Result<(), Trouble> {
-        let limit = self
-            .config
-            .endpoint
-            .limit()
-            .max(self.config.statement_timeout);
+        let limit = self.set_up_limit();
         if self.config.prepared_statements && self.proven_direct(limit)? {
             let mut settings = format!(
                 "SET statement_timeout = {}",
