@@ -4,6 +4,7 @@
 //! stderr is closed, and writes each line with one call so that lines from several
 //! threads do not interleave.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -38,11 +39,17 @@ fn format_event_with(row: &Row, unknown: bool) -> String {
         json.extend_from_slice(b",\"pglog_outcome\":\"unknown\"}");
     }
     let time = row.timestamp.format(TIME_FORMAT).to_string();
+    // An error's chain follows the message, so that a reader sees it at once (`pglog
+    // replay` takes it off again: the traceback in the JSON holds it).
+    let message = match row.chain_suffix() {
+        Some(chain) => Cow::Owned(format!("{}{chain}", row.event)),
+        None => Cow::Borrowed(row.event.as_str()),
+    };
     LineParts::new(
         &time,
         row.level_word(),
         row.shown_target(),
-        &row.event,
+        &message,
         &String::from_utf8_lossy(&json),
     )
     .join()
@@ -419,6 +426,25 @@ mod tests {
         let json: serde_json::Value =
             serde_json::from_str(&escapes[escapes.find(" {\"").unwrap() + 1..]).unwrap();
         assert_eq!(json["v"], "\x1b]0;title\x07\u{85}");
+    }
+
+    #[test]
+    fn an_errors_chain_follows_the_message_and_reads_back() {
+        let io = std::io::Error::other("disk full\nfor /var");
+        let value = crate::error_value(&io);
+        let line = line_of(
+            "cannot save",
+            &[("err", log::kv::Value::from_dyn_error(&value))],
+        );
+        assert!(
+            line.contains(" app: cannot save: disk full\\nfor /var {"),
+            "{line}"
+        );
+        let read = read_line(&line).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&read.json).unwrap();
+        assert_eq!(json["exception_traceback"], "disk full\n  for /var");
+        let chain = crate::exception::chain_suffix(json["exception_traceback"].as_str().unwrap());
+        assert_eq!(read.message.strip_suffix(&chain), Some("cannot save"));
     }
 
     #[test]

@@ -12,6 +12,8 @@ use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use chrono::{DateTime, SubsecRound, Utc};
+
+use crate::exception::{self, Exception};
 use log::kv::{self, Key, Value, VisitSource};
 use log::{Level, Record};
 #[cfg(test)]
@@ -20,6 +22,12 @@ use serde_json::{Map, Value as Json};
 /// Key-values that fill columns of their own instead of a `data` field.
 const FUNC_KEY: &str = "func";
 const SCOPE_KEY: &str = "scope";
+/// The keys pglog writes itself, as stogger does: a caller's key-value of that name is
+/// stored as `kv_<name>`, so that `data->>'pid'` means the writing process in every row,
+/// Python's and Rust's.
+const OWN_KEYS: [&str; 5] = ["code_module", "code_file", "code_lineno", "pid", "target"];
+/// What a caller's key-value named like one of [`OWN_KEYS`] is prefixed with.
+pub(crate) const RENAMED_PREFIX: &str = "kv_";
 
 /// Longest `event` stored as is. A btree index entry may not exceed about 2.7 kB, and
 /// `event` is indexed: a longer message is cut here and kept whole in `data.event_full`.
@@ -58,6 +66,8 @@ pub(crate) struct Row {
     target: Option<String>,
     /// Every other key-value, serialized as the members of a JSON object (no braces).
     fields: Vec<u8>,
+    /// The first error among the key-values, in stogger's keys.
+    exception: Option<Box<Exception>>,
     /// Already written to stderr by the console echo: the fallback does not repeat it.
     pub echoed: bool,
 }
@@ -78,6 +88,14 @@ impl Row {
             + owned(&self.module)
             + owned(&self.file)
             + self.fields.capacity()
+            + self.exception.as_ref().map_or(0, |e| e.weight())
+    }
+
+    /// What a readable line adds to the message when the event holds an error: the
+    /// error and its causes (see [`exception::chain_suffix`]).
+    pub fn chain_suffix(&self) -> Option<String> {
+        let traceback = self.exception.as_ref()?.traceback.as_deref()?;
+        Some(exception::chain_suffix(traceback))
     }
 
     /// The `level` column: stogger's vocabulary.
@@ -85,9 +103,8 @@ impl Row {
         level_word(self.level)
     }
 
-    /// The `data` column as JSON text: the location keys, `pid` and `target`, then the
-    /// key-values, so that a caller's own `pid` wins (the last of duplicate keys wins in
-    /// JSONB, as in [`Row::data`]).
+    /// The `data` column as JSON text: the location keys, `pid` and `target`, the error's
+    /// keys, then the key-values (none of which repeats a key before it).
     pub fn write_data(&self, out: &mut Vec<u8>) {
         self.write_object(out, false);
     }
@@ -145,6 +162,10 @@ impl Row {
             key(out, "target");
             write_json(out, target);
         }
+        for (name, text) in self.exception.iter().flat_map(|e| e.members()) {
+            key(out, name);
+            write_json(out, text);
+        }
         if !self.fields.is_empty() {
             out.push(b',');
             out.extend_from_slice(&self.fields);
@@ -196,10 +217,18 @@ pub(crate) fn render_capped(record: &Record<'_>, now: DateTime<Utc>, max_bytes: 
         scope: None,
         fields: Vec::new(),
         max_bytes,
+        exception: None,
+        explicit: Vec::new(),
     };
     // Our visitor never fails; a failing source just stops early with what it gave.
     let _ = record.key_values().visit(&mut visitor);
     let mut fields = visitor.fields;
+    let exception = visitor.exception.map(|mut exception| {
+        for key in visitor.explicit {
+            exception.without(key);
+        }
+        Box::new(exception)
+    });
 
     let mut event = storable(message(record, max_bytes));
     if event.len() > EVENT_MAX_BYTES {
@@ -236,6 +265,7 @@ pub(crate) fn render_capped(record: &Record<'_>, now: DateTime<Utc>, max_bytes: 
         line: record.line(),
         target,
         fields: storable_fields(fields),
+        exception,
         echoed: false,
     }
 }
@@ -252,7 +282,7 @@ fn message(record: &Record<'_>, max_bytes: usize) -> String {
 /// returns an error, and an impl may panic itself): what was written before a failure is
 /// kept, followed by a marker. At most `max_bytes` of the text are kept (memory stays
 /// bounded whatever its length), with a note of the whole length after a cut one.
-fn display_capped(value: &dyn std::fmt::Display, max_bytes: usize) -> String {
+pub(crate) fn display_capped(value: &dyn std::fmt::Display, max_bytes: usize) -> String {
     use std::fmt::Write;
     let mut capped = Capped {
         text: String::new(),
@@ -415,6 +445,10 @@ struct Fields {
     scope: Option<String>,
     fields: Vec<u8>,
     max_bytes: usize,
+    /// From the first error among the key-values.
+    exception: Option<Exception>,
+    /// The error keys the caller set himself.
+    explicit: Vec<&'static str>,
 }
 
 impl<'kvs> VisitSource<'kvs> for Fields {
@@ -422,7 +456,24 @@ impl<'kvs> VisitSource<'kvs> for Fields {
         match key.as_str() {
             FUNC_KEY => self.func = Some(text(&value, self.max_bytes)),
             SCOPE_KEY => self.scope = Some(text(&value, self.max_bytes)),
-            other => push_value(&mut self.fields, other, &value, self.max_bytes),
+            other => {
+                if self.exception.is_none() {
+                    if let Some(error) = value.to_borrowed_error() {
+                        self.exception =
+                            catch_unwind(AssertUnwindSafe(|| Exception::of(error, self.max_bytes)))
+                                .ok();
+                    }
+                }
+                if let Some(own) = OWN_KEYS.iter().find(|own| **own == other) {
+                    let renamed = format!("{RENAMED_PREFIX}{own}");
+                    push_value(&mut self.fields, &renamed, &value, self.max_bytes);
+                } else {
+                    if let Some(key) = exception::KEYS.iter().find(|k| **k == other) {
+                        self.explicit.push(key);
+                    }
+                    push_value(&mut self.fields, other, &value, self.max_bytes);
+                }
+            }
         }
         Ok(())
     }
@@ -646,9 +697,190 @@ mod tests {
     }
 
     #[test]
-    fn callers_keys_win_over_ours() {
-        let row = render_kvs(&[("pid", "worker-3".to_value())]);
-        assert_eq!(row.data()["pid"], "worker-3");
+    fn our_keys_win_and_the_callers_are_kept_beside_them() {
+        let row = render_kvs(&[
+            ("pid", "worker-3".to_value()),
+            ("code_lineno", 9.to_value()),
+            ("target", "x".to_value()),
+            ("code_func", "login".to_value()),
+        ]);
+        let data = row.data();
+        assert_eq!(data["pid"], std::process::id());
+        assert_eq!(data["kv_pid"], "worker-3");
+        assert_eq!(data["code_lineno"], 17);
+        assert_eq!(data["kv_code_lineno"], 9);
+        assert_eq!(data["kv_target"], "x");
+        assert!(!data.contains_key("target"), "the target is the module");
+        // stogger's key that pglog does not write is the caller's to fill.
+        assert_eq!(data["code_func"], "login");
+    }
+
+    /// An error with a chain of causes, as `thiserror` or `anyhow` builds them.
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<dyn std::error::Error + 'static>>);
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref()
+        }
+    }
+
+    fn three_causes() -> Layer {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        Layer(
+            "cannot start",
+            Some(Box::new(Layer(
+                "loading configuration",
+                Some(Box::new(Layer("reading /etc/app.toml", Some(Box::new(io))))),
+            ))),
+        )
+    }
+
+    #[test]
+    fn an_error_fills_stoggers_keys_beside_the_callers() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "config.toml missing");
+        let row = render_kvs(&[("err", Value::from_dyn_error(&io))]);
+        let data = row.data();
+        assert_eq!(data["err"], "config.toml missing");
+        assert_eq!(data["exception_msg"], "config.toml missing");
+        assert_eq!(data["exception_class"], "std::io::Error");
+        assert_eq!(data["exception_traceback"], "config.toml missing");
+    }
+
+    #[test]
+    fn the_traceback_lists_the_causes_in_order() {
+        let error = three_causes();
+        let row = render_kvs(&[("err", Value::from_dyn_error(&error))]);
+        let data = row.data();
+        assert_eq!(data["exception_msg"], "cannot start");
+        assert_eq!(data["exception_class"], exception::UNKNOWN_CLASS);
+        assert_eq!(
+            data["exception_traceback"],
+            "cannot start\n\
+             caused by: loading configuration\n\
+             caused by: reading /etc/app.toml\n\
+             caused by: no such file"
+        );
+        // With the helper, the type is named.
+        let value = crate::error_value(&error);
+        let row = render_kvs(&[("err", Value::from_dyn_error(&value))]);
+        assert_eq!(row.data()["exception_class"], "pglog::render::tests::Layer");
+        assert_eq!(
+            row.data()["exception_traceback"],
+            data["exception_traceback"]
+        );
+        assert_eq!(
+            row.chain_suffix().as_deref(),
+            Some(": cannot start: loading configuration: reading /etc/app.toml: no such file")
+        );
+    }
+
+    #[test]
+    fn the_first_error_fills_the_keys_and_every_error_keeps_its_own() {
+        let first = std::io::Error::other("disk full");
+        let second: Box<dyn std::error::Error> = "timeout".into();
+        let row = render_kvs(&[
+            ("write", Value::from_dyn_error(&first)),
+            ("retry", Value::from_dyn_error(&*second)),
+        ]);
+        let data = row.data();
+        assert_eq!(data["exception_msg"], "disk full");
+        assert_eq!(data["write"], "disk full");
+        assert_eq!(data["retry"], "timeout");
+    }
+
+    #[test]
+    fn the_callers_own_error_keys_win() {
+        let io = std::io::Error::other("disk full");
+        let row = render_kvs(&[
+            ("exception_class", "OSError".to_value()),
+            ("err", Value::from_dyn_error(&io)),
+        ]);
+        let mut text = Vec::new();
+        row.write_data(&mut text);
+        let text = String::from_utf8(text).unwrap();
+        assert_eq!(text.matches("exception_class").count(), 1, "{text}");
+        assert_eq!(row.data()["exception_class"], "OSError");
+        assert_eq!(row.data()["exception_msg"], "disk full");
+    }
+
+    #[test]
+    fn hostile_errors_are_stored_whole_within_bounds() {
+        /// A chain that loops back on itself forever.
+        #[derive(Debug)]
+        struct Loop;
+        impl std::fmt::Display for Loop {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("again\0")
+            }
+        }
+        impl std::error::Error for Loop {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&Loop)
+            }
+        }
+        let row = render_kvs(&[("err", Value::from_dyn_error(&Loop))]);
+        let traceback = row.data()["exception_traceback"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            traceback.lines().count(),
+            66,
+            "itself, 64 causes and a note"
+        );
+        assert!(traceback.ends_with("… more causes, not followed (pglog follows 64)"));
+        assert!(!traceback.contains('\0') && traceback.contains("again\u{2400}"));
+
+        /// An error whose `Display` panics.
+        #[derive(Debug)]
+        struct Broken;
+        impl std::fmt::Display for Broken {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("half")?;
+                panic!("broken Display")
+            }
+        }
+        impl std::error::Error for Broken {}
+        let row = render_kvs(&[("err", Value::from_dyn_error(&Broken))]);
+        assert_eq!(row.data()["exception_msg"], "half<formatting panicked>");
+
+        let huge = std::io::Error::other("x".repeat(10_000));
+        let kvs = [("err", Value::from_dyn_error(&huge))];
+        let row = render_capped(
+            &Record::builder()
+                .args(format_args!("m"))
+                .key_values(&kvs)
+                .build(),
+            at(),
+            1_000,
+        );
+        let msg = row.data()["exception_msg"].as_str().unwrap().to_owned();
+        assert!(
+            msg.ends_with("… [10000 bytes; cut at max_event_bytes]"),
+            "{msg}"
+        );
+        let traceback = row.data()["exception_traceback"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(traceback.starts_with("xxxx") && traceback.ends_with("cut at max_event_bytes]"));
+        assert!(msg.len() < 1_100 && traceback.len() < 1_100);
+    }
+
+    #[test]
+    fn a_multi_line_message_stays_one_cause() {
+        let error = Layer("two\nlines", Some(Box::new(Layer("cause", None))));
+        let row = render_kvs(&[("err", Value::from_dyn_error(&error))]);
+        assert_eq!(
+            row.data()["exception_traceback"],
+            "two\n  lines\ncaused by: cause"
+        );
+        assert_eq!(row.chain_suffix().as_deref(), Some(": two\nlines: cause"));
     }
 
     /// `format_args!` makes temporaries: pass it straight in, as the `log` macros do.

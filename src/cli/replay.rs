@@ -199,15 +199,39 @@ fn replayed(mut line: Line) -> Option<(Replayed, bool)> {
     if level.is_empty() || !level.chars().all(|c| c.is_ascii_alphabetic()) {
         return None;
     }
+    let mut event = line.message;
+    // The line shows an error's chain after the message (`fallback::format_event`).
+    if let Some(traceback) = traceback_in(&line.json) {
+        let chain = crate::exception::chain_suffix(&traceback);
+        if event.ends_with(&chain) {
+            event.truncate(event.len() - chain.len());
+        }
+    }
     Some((
         Replayed {
             timestamp,
             level,
-            event: line.message,
+            event,
             fields: line.json,
         },
         unknown,
     ))
+}
+
+/// The `exception_traceback` among a line's key-values, if any.
+fn traceback_in(json: &str) -> Option<String> {
+    if !json.contains(crate::exception::TRACEBACK_KEY) {
+        return None;
+    }
+    match serde_json::from_str::<serde_json::Value>(json).ok()? {
+        serde_json::Value::Object(mut fields) => {
+            match fields.remove(crate::exception::TRACEBACK_KEY)? {
+                serde_json::Value::String(traceback) => Some(traceback),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -237,6 +261,19 @@ mod tests {
             let text = format!("{prefix}{LINE}");
             assert_eq!(event_in(&text).as_ref(), Some(&whole), "{text}");
         }
+    }
+
+    #[test]
+    fn an_errors_chain_is_taken_off_the_message() {
+        let line = "2026-11-22T08:00:00.000001Z ERROR app: cannot start: loading: no file \
+                    {\"exception_traceback\":\"loading\\ncaused by: no file\"}";
+        assert_eq!(event_in(line).unwrap().0.event, "cannot start");
+        // Only the chain the traceback spells is taken off.
+        let other = line.replace("no file {", "no disk {");
+        assert_eq!(
+            event_in(&other).unwrap().0.event,
+            "cannot start: loading: no disk"
+        );
     }
 
     #[test]
