@@ -15,7 +15,10 @@
 //! 1. beside a "long transaction" that holds an INSERT open 3 s of every 6;
 //! 2. beside a stogger writer (50 calls a second, its statements per call);
 //! 3. beside both;
-//! 4. beside both, in batch mode.
+//! 4. beside both, in batch mode;
+//! 5. beside both, the stogger writer's sessions with `lock_timeout = 200ms` (in its DSN:
+//!    `options='-c lock_timeout=200'`), so that its `CREATE INDEX` gives up instead of
+//!    queueing every writer behind it.
 //!
 //! The stogger writer is stogger's statement sequence sent from here, or stogger itself
 //! when `STOGGER_PYTHON` names a Python that has stogger and stogger-postgres installed
@@ -58,32 +61,45 @@ struct Scenario {
     stogger: bool,
     long_transactions: bool,
     batch: bool,
+    /// The stogger writer's DSN sets `lock_timeout`.
+    stogger_lock_timeout: bool,
 }
 
-const SCENARIOS: [Scenario; 4] = [
+const SCENARIOS: [Scenario; 5] = [
     Scenario {
         name: "long transactions only",
         stogger: false,
         long_transactions: true,
         batch: false,
+        stogger_lock_timeout: false,
     },
     Scenario {
         name: "stogger only",
         stogger: true,
         long_transactions: false,
         batch: false,
+        stogger_lock_timeout: false,
     },
     Scenario {
         name: "stogger and long transactions",
         stogger: true,
         long_transactions: true,
         batch: false,
+        stogger_lock_timeout: false,
     },
     Scenario {
         name: "stogger and long transactions, pglog batch mode",
         stogger: true,
         long_transactions: true,
         batch: true,
+        stogger_lock_timeout: false,
+    },
+    Scenario {
+        name: "stogger (lock_timeout 200 ms) and long transactions",
+        stogger: true,
+        long_transactions: true,
+        batch: false,
+        stogger_lock_timeout: true,
     },
 ];
 
@@ -189,7 +205,11 @@ fn run(scenario: &Scenario, dsn: &str, python: Option<&str>) -> Outcome {
         thread::spawn(move || long_transactions(&dsn, &stop))
     });
     let stogger = scenario.stogger.then(|| {
-        let dsn = dsn.to_owned();
+        let dsn = if scenario.stogger_lock_timeout {
+            format!("{dsn} options='-c lock_timeout=200'")
+        } else {
+            dsn.to_owned()
+        };
         let python = python.map(str::to_owned);
         let stop = stop.clone();
         thread::spawn(move || match python {
@@ -355,10 +375,11 @@ fn real_stogger(python: &str, dsn: &str, duration: Duration) -> (u64, f64, Strin
         .next()
         .and_then(|m| m.parse().ok())
         .unwrap_or(f64::NAN);
+    let stored = field("rows found in");
     let note = format!(
-        "{}; {}",
-        field("known failures:"),
-        field("rows found in").split(": ").last().unwrap_or("?")
+        "rows stored: {}; failures stogger knows of: {}",
+        stored.split_once(": ").map_or("?", |(_, n)| n),
+        field("known failures:")
     );
     (calls, slowest, note)
 }

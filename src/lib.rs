@@ -25,6 +25,10 @@
 //! | `func`, `scope` | the key-values `func` and `scope`; without a `scope` key-value, the thread's current [`scope`] |
 //! | `data` | every other key-value with its JSON type, `code_module`, `code_file`, `code_lineno`, `pid`, and `target` when it is not the module path |
 //!
+//! An error logged as a key-value (`log::error!(err:err = e; "...")`) also fills stogger's
+//! `exception_msg`, `exception_class` and `exception_traceback` (its `source()` chain); see
+//! [`ErrorValue`] to name its type and keep its backtrace.
+//!
 //! # Configuration
 //!
 //! [`init`] reads what stogger reads: `pyproject.toml`'s `[tool.stogger]` (and pglog's own

@@ -770,7 +770,43 @@ fn doctor_names_each_problem_and_its_fix() {
     assert!(verdict(&report, "connect").contains("FAIL"), "{report}");
     assert!(report.contains("pg_isready"), "{report}");
     assert!(verdict(&report, "privileges").contains("skip"), "{report}");
-    println!("  doctor: wrong password, no INSERT, missing and twin index, idle_session_timeout, no server: each named with its fix");
+
+    // A configuration stogger reads differently (pyproject-compat/README.md).
+    let dir = scratch_dir("stogger_edges");
+    std::fs::write(
+        dir.join("pyproject.toml"),
+        "[tool.stogger]\npostgres_dsn = \"host=127.0.0.1 port=1 user=x dbname=y\"\n",
+    )
+    .unwrap();
+    let env = [
+        ("STOGGER_ENABLE_POSTGRES", "on"),
+        ("STOGGER_POSTGRES_TABLE", ""),
+    ];
+    let report = stdout(&pglog_in(&dir, &["doctor"], &env));
+    let line = verdict(&report, "stogger");
+    for said in [
+        "[tool.stogger] has no enable_postgres",
+        "STOGGER_ENABLE_POSTGRES=`on`: stogger ignores this value",
+        "STOGGER_POSTGRES_TABLE is empty",
+    ] {
+        assert!(
+            line.contains("warn") && line.contains(said),
+            "{said}: {report}"
+        );
+    }
+    assert!(
+        report.contains("set STOGGER_ENABLE_POSTGRES to 1 or 0"),
+        "{report}"
+    );
+    let env = [("STOGGER_ENABLE_POSTGRES", "1")];
+    std::fs::write(
+        dir.join("pyproject.toml"),
+        "[tool.stogger]\nenable_postgres = true\npostgres_dsn = \"host=127.0.0.1 port=1 user=x dbname=y\"\n",
+    )
+    .unwrap();
+    let report = stdout(&pglog_in(&dir, &["doctor"], &env));
+    assert!(verdict(&report, "stogger").contains("ok"), "{report}");
+    println!("  doctor: wrong password, no INSERT, missing and twin index, idle_session_timeout, no server, stogger's reading of the configuration: each named with its fix");
 }
 
 fn prune_removes_old_days_from_both_layouts() {

@@ -233,6 +233,84 @@ fn origin(context: &Context, name: &str, vars: &[&str]) -> String {
     "default".to_owned()
 }
 
+/// What stogger, reading the same file and variables, would do differently from pglog
+/// (pyproject-compat/README.md): said only where a stogger section or variable is set.
+fn stogger(context: &Context) -> Option<Check> {
+    let raw = |name: &str| std::env::var(name).ok();
+    let section = context
+        .file
+        .as_ref()
+        .filter(|(_, text)| has_section(text, "tool.stogger"));
+    let variables = [
+        "STOGGER_ENABLE_POSTGRES",
+        "STOGGER_POSTGRES_DSN",
+        "STOGGER_POSTGRES_TABLE",
+    ];
+    if section.is_none() && variables.iter().all(|v| raw(v).is_none()) {
+        return None;
+    }
+    let mut differences = Vec::new();
+    let mut fixes = Vec::new();
+    if let Some((path, text)) = section {
+        if key_line(text, "tool.stogger", "enable_postgres").is_none() {
+            differences.push(format!(
+                "{}'s [tool.stogger] has no enable_postgres: stogger leaves its PostgreSQL \
+                 target off, pglog writes",
+                path.display()
+            ));
+            fixes.push("write enable_postgres = true (or false) in [tool.stogger]".to_owned());
+        }
+    }
+    if let Some(value) = raw("STOGGER_ENABLE_POSTGRES") {
+        let word = value.trim().to_ascii_lowercase();
+        if !["1", "true", "yes", "0", "false", "no"].contains(&word.as_str()) {
+            differences.push(format!(
+                "STOGGER_ENABLE_POSTGRES=`{value}`: stogger ignores this value (it reads 1, \
+                 true, yes, 0, false, no), pglog {}",
+                match word.as_str() {
+                    "on" => "turns the database on",
+                    "off" => "turns the database off",
+                    "" => "counts it as unset",
+                    _ => "refuses it",
+                }
+            ));
+            fixes.push("set STOGGER_ENABLE_POSTGRES to 1 or 0".to_owned());
+        }
+    }
+    if raw("STOGGER_POSTGRES_TABLE").is_some_and(|v| v.is_empty()) {
+        differences.push(
+            "STOGGER_POSTGRES_TABLE is empty: pglog counts it as unset, stogger names the \
+             table `\"\"` and loses every event"
+                .to_owned(),
+        );
+        fixes.push("unset STOGGER_POSTGRES_TABLE".to_owned());
+    }
+    Some(if differences.is_empty() {
+        check(
+            "stogger",
+            Verdict::Ok,
+            "stogger reads this configuration as pglog does",
+        )
+    } else {
+        check("stogger", Verdict::Warn, differences.join("; ")).fix(fixes.join("; "))
+    })
+}
+
+/// Whether the TOML `text` has the table `section` (`[tool.stogger]`, or dotted keys in it).
+fn has_section(text: &str, section: &str) -> bool {
+    text.lines().map(str::trim).any(|line| {
+        let header = line.strip_prefix('[').map(|h| {
+            h.split(']')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .replace(['"', ' '], "")
+        });
+        header.as_deref() == Some(section)
+            || line.replace(' ', "").starts_with(&format!("{section}."))
+    })
+}
+
 /// The line of `key = ...` in the TOML `section` of `text`, 1-based.
 fn key_line(text: &str, section: &str, key: &str) -> Option<usize> {
     let mut current = String::new();
@@ -276,9 +354,10 @@ fn checks(context: &Context) -> Vec<Check> {
                 Verdict::Warn,
                 "enable_postgres is off: programs log to stderr only",
             )
-            .fix("set enable_postgres = true (or PGLOG_ENABLE_POSTGRES=1)"),
+            .fix("set enable_postgres = true (or PGLOG_ENABLE=1)"),
         );
     }
+    checks.extend(stogger(context));
     let table = match context.table() {
         Ok(table) => table,
         Err(e) => {

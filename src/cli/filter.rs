@@ -8,8 +8,9 @@ use tokio_postgres::types::{ToSql, Type};
 use super::Param;
 
 /// Level words as writers of a shared table store them, by severity: stogger's five,
-/// Python's `critical` and `exception` (structlog's method names become levels), and the
-/// spellings other writers use.
+/// the other structlog method names stogger stores as levels (`critical`, `alert`;
+/// `exception` becomes `error` there but other writers keep it), and the spellings
+/// other writers use.
 const LEVELS: &[(&str, u8)] = &[
     ("trace", 0),
     ("debug", 1),
@@ -21,6 +22,7 @@ const LEVELS: &[(&str, u8)] = &[
     ("exception", 4),
     ("critical", 5),
     ("fatal", 5),
+    ("alert", 6),
 ];
 
 /// The severity of a stored level word (case ignored); an unknown word ranks as `info`.
@@ -248,7 +250,7 @@ mod tests {
     fn a_level_selects_itself_and_every_more_severe_word() {
         assert_eq!(
             at_least("error").unwrap(),
-            ["error", "exception", "critical", "fatal"]
+            ["error", "exception", "critical", "fatal", "alert"]
         );
         assert_eq!(at_least("WARN").unwrap(), at_least("warning").unwrap());
         assert!(at_least("warning")
@@ -258,6 +260,10 @@ mod tests {
         let err = at_least("loud").unwrap_err();
         assert!(err.contains("unknown level `loud`"), "{err}");
         assert_eq!(severity("CRITICAL"), 5);
+        assert!(
+            severity("alert") > severity("critical"),
+            "stogger's `alert`"
+        );
         assert_eq!(severity("exception"), severity("error"));
         assert_eq!(severity("something else"), severity("info"));
     }

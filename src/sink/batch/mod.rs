@@ -113,6 +113,9 @@ impl Store for Database {
     }
 }
 
+// Nearly every message is a row: boxing it to shrink the rare others would cost an
+// allocation per event.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
     /// An event; `true` when it is urgent (at or above the flush level).
     Row(Row, bool),
