@@ -149,6 +149,7 @@ fn main() {
         },
         server.psql("postgres", "SHOW server_version").unwrap_or_default().trim(),
     );
+    let mut notes = String::new();
     for (i, scenario) in scenarios.iter().enumerate() {
         let db = format!("stogger_ddl_{i}");
         let dsn = server.create_database(&db).expect("create database");
@@ -178,8 +179,16 @@ fn main() {
         print!("{line}");
         if !outcome.stogger_note.is_empty() {
             println!("  stogger: {}", outcome.stogger_note);
+            notes.push_str(&format!(
+                "- {}: stogger {}\n",
+                scenario.name, outcome.stogger_note
+            ));
         }
         md.push_str(&line);
+    }
+    if !notes.is_empty() {
+        md.push('\n');
+        md.push_str(&notes);
     }
     if common::measuring() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/STOGGER_DDL.md");
