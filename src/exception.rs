@@ -201,7 +201,7 @@ impl Exception {
         let class = value.class.as_deref().unwrap_or(UNKNOWN_CLASS);
         Exception {
             msg: Some(storable(value.message.clone())),
-            class: Some(storable(class.to_owned())),
+            class: Some(storable(cap(class.to_owned(), max_bytes))),
             traceback: Some(storable(cap(traceback(&value), max_bytes))),
         }
     }
