@@ -17,7 +17,7 @@ use tokio_postgres::types::Type;
 use crate::schema::convert::{conversion_bound, grant_sql};
 use crate::schema::partitioned::qualified;
 use crate::schema::period::{self, Span};
-use crate::schema::quote_ident;
+use crate::schema::{local_timeouts, quote_ident};
 use crate::sink::session::Session;
 use crate::sink::SessionConfig;
 use crate::Error;
@@ -198,12 +198,8 @@ fn locked(
         let done = session
             .run(SWAP_LIMIT + Duration::from_secs(1), async |client| {
                 let tx = client.transaction().await?;
-                tx.batch_execute(&format!(
-                    "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}",
-                    SWAP_LIMIT.as_millis(),
-                    LOCK_WAIT.as_millis()
-                ))
-                .await?;
+                tx.batch_execute(&local_timeouts(SWAP_LIMIT, LOCK_WAIT))
+                    .await?;
                 for sql in statements {
                     match tx.batch_execute(sql).await {
                         Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {

@@ -177,6 +177,17 @@ impl Table {
     }
 }
 
+/// The statement that bounds the rest of a transaction: each statement runs at most
+/// `statement`, and waits at most `lock` for a lock (each at least 1 ms: 0 would mean
+/// no bound at all).
+pub(crate) fn local_timeouts(statement: Duration, lock: Duration) -> String {
+    format!(
+        "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}",
+        statement.as_millis().max(1),
+        lock.as_millis().max(1)
+    )
+}
+
 /// Quotes an identifier the way PostgreSQL's `quote_ident` does when quoting is needed.
 pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -240,11 +251,7 @@ async fn create(
     limit: Duration,
 ) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    let ms = limit.as_millis().max(1);
-    tx.batch_execute(&format!(
-        "SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}"
-    ))
-    .await?;
+    tx.batch_execute(&local_timeouts(limit, limit)).await?;
     tx.query_typed(
         "SELECT pg_advisory_xact_lock(hashtext($1))",
         &[(&table.lock_key(), Type::TEXT)],

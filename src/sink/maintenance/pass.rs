@@ -33,7 +33,7 @@ use super::{Maintain, Pass};
 use crate::fallback::RateLimit;
 use crate::schema::partitioned::{drop_sql, earliest_in_sql, qualified, trim_sql, TRIM_BATCH};
 use crate::schema::period::{self, Period};
-use crate::schema::Table;
+use crate::schema::{local_timeouts, Table};
 use crate::sink::session::{Session, SessionConfig};
 use crate::sink::trouble::{Kind, Trouble};
 
@@ -433,12 +433,8 @@ async fn in_turn(
     body: impl AsyncFnOnce(&Transaction<'_>) -> Result<u64, tokio_postgres::Error>,
 ) -> Result<Step, tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    tx.batch_execute(&format!(
-        "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}",
-        STEP_LIMIT.as_millis(),
-        LOCK_WAIT.as_millis()
-    ))
-    .await?;
+    tx.batch_execute(&local_timeouts(STEP_LIMIT, LOCK_WAIT))
+        .await?;
     let ours: bool = tx
         .query_typed_one(
             "SELECT pg_try_advisory_xact_lock(hashtext($1))",
