@@ -256,7 +256,7 @@ fn run(scenario: &Scenario, dsn: &str, python: Option<&str>) -> Outcome {
     drop(logger);
     let stats = guard.stats();
     drop(guard);
-    let stats_after = {
+    let stored = {
         // The guard's drop wrote what batch mode held: read the final counts from the table.
         let stored: i64 = postgres::Client::connect(dsn, postgres::NoTls)
             .unwrap()
@@ -272,8 +272,8 @@ fn run(scenario: &Scenario, dsn: &str, python: Option<&str>) -> Outcome {
     let pick = |q: f64| calls[((calls.len() - 1) as f64 * q) as usize];
     Outcome {
         logged: n,
-        written: stats_after,
-        fallback: n - stats_after.min(n),
+        written: stored,
+        fallback: n - stored.min(n),
         calls: [pick(0.5), pick(0.99), pick(1.0)],
         stogger_calls,
         stogger_slowest,

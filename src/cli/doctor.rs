@@ -299,16 +299,23 @@ fn stogger(context: &Context) -> Option<Check> {
 /// Whether the TOML `text` has the table `section` (`[tool.stogger]`, or dotted keys in it).
 fn has_section(text: &str, section: &str) -> bool {
     text.lines().map(str::trim).any(|line| {
-        let header = line.strip_prefix('[').map(|h| {
-            h.split(']')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .replace(['"', ' '], "")
-        });
-        header.as_deref() == Some(section)
+        header(line).as_deref() == Some(section)
             || line.replace(' ', "").starts_with(&format!("{section}."))
     })
+}
+
+/// The table a trimmed TOML line opens (`[tool.stogger]`, `[ "tool" . pglog ]`), spaces
+/// and quotes taken out.
+fn header(line: &str) -> Option<String> {
+    let inside = line.strip_prefix('[')?;
+    Some(
+        inside
+            .split(']')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .replace(['"', ' '], ""),
+    )
 }
 
 /// The line of `key = ...` in the TOML `section` of `text`, 1-based.
@@ -316,13 +323,8 @@ fn key_line(text: &str, section: &str, key: &str) -> Option<usize> {
     let mut current = String::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
-        if let Some(header) = line.strip_prefix('[') {
-            current = header
-                .split(']')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .replace(['"', ' '], "");
+        if let Some(opened) = header(line) {
+            current = opened;
             continue;
         }
         let Some((left, _)) = line.split_once('=') else {
